@@ -1,0 +1,226 @@
+"""The one seam between nemo_neko and Megatron-Core internals.
+
+Every ``import megatron...`` in the project lives in this file, so that a Megatron-Core upgrade
+is one file to read. Supported: megatron-core >= 0.16.1 (0.16.1 is the newest release that
+installs on Python 3.11; the NeMo container ships newer ones, checked against 0.19.2).
+
+Version differences handled here:
+
+* 0.17+ builds MoE modules from ``functools.partial(MoELayer, submodules=...)`` where 0.16 used
+  ``ModuleSpec(module=MoELayer, submodules=...)``: :func:`swap_moe_module` rewrites either form.
+* 0.17+ replaced the dict aux-loss tracker with ``MoEMetricsTracker``:
+  :func:`local_aux_loss_values` and :func:`clear_aux_losses` read/clear either.
+* 0.16.x references ``te_general_gemm`` in the router gating GEMM without defining it when
+  Transformer Engine is absent; :func:`prepare_runtime` defines it as ``None`` (what 0.17+ does).
+* 0.16.x ``TransformerLayer`` passes ``pg_collection`` only to MLP classes it lists by identity
+  and logs "Unknown MLP type" for any subclass; the NeKo layer then takes Megatron's default
+  (global) process groups, which is what a model built on ``parallel_state`` uses anyway. The
+  warning is filtered once per layer spec build (0.16 only).
+
+Nothing here runs at import time beyond imports; :func:`prepare_runtime` is called explicitly
+by :func:`nemo_neko.parallel.initialize_parallel`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable
+from importlib.metadata import version as _dist_version
+from typing import Any
+
+import torch
+from megatron.core import parallel_state, tensor_parallel  # noqa: F401  (re-exported)
+from megatron.core.models.gpt import GPTModel  # noqa: F401
+from megatron.core.models.gpt.gpt_layer_specs import (  # noqa: F401
+    get_gpt_decoder_block_spec,
+    get_gpt_layer_local_spec,
+)
+from megatron.core.process_groups_config import ProcessGroupCollection  # noqa: F401
+from megatron.core.tensor_parallel import (  # noqa: F401
+    gather_from_sequence_parallel_region,
+    model_parallel_cuda_manual_seed,
+)
+from megatron.core.tensor_parallel import random as tp_random
+from megatron.core.transformer.moe import moe_utils
+from megatron.core.transformer.moe.moe_layer import MoELayer, MoESubmodules  # noqa: F401
+from megatron.core.transformer.moe.moe_utils import (  # noqa: F401
+    apply_router_token_dropping,
+    compute_routing_scores_for_aux_loss,
+    get_capacity,
+    get_default_pg_collection,
+    sort_chunks_by_idxs,
+    switch_load_balancing_loss_func,
+    topk_routing_with_score_function,
+)
+from megatron.core.transformer.moe.router import TopKRouter  # noqa: F401
+from megatron.core.transformer.moe.token_dispatcher import (  # noqa: F401
+    MoEAllGatherTokenDispatcher,
+    MoEAlltoAllTokenDispatcher,
+)
+from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.transformer_config import TransformerConfig  # noqa: F401
+from packaging.version import Version
+
+MCORE_VERSION = Version(_dist_version("megatron-core"))
+"""Installed megatron-core version."""
+
+MCORE_MIN_VERSION = Version("0.16.1")
+
+CudaRNGStatesTracker = tp_random.CudaRNGStatesTracker
+MODEL_PARALLEL_RNG_TRACKER_NAME = tp_random._MODEL_PARALLEL_RNG_TRACKER_NAME
+
+
+def transformer_engine_available() -> bool:
+    """True when Transformer Engine imports (the NeMo container); False on CPU machines."""
+    try:
+        import transformer_engine  # noqa: F401
+    except Exception:  # a broken TE install raises more than ImportError
+        return False
+    return True
+
+
+def get_gpt_layer_te_spec(**kwargs):
+    """``get_gpt_layer_with_transformer_engine_spec``, imported only when asked for (needs TE)."""
+    from megatron.core.models.gpt.gpt_layer_specs import (
+        get_gpt_layer_with_transformer_engine_spec,
+    )
+
+    return get_gpt_layer_with_transformer_engine_spec(**kwargs)
+
+
+def prepare_runtime() -> None:
+    """Make the installed Megatron-Core runnable here. Idempotent; never called at import.
+
+    0.16.x: ``RouterGatingLinearFunction`` tests ``te_general_gemm is not None`` but the name is
+    only bound when Transformer Engine imports, so without TE every router forward raises
+    ``NameError``. Bind it to ``None`` exactly as 0.17+ does in its no-TE branch.
+    """
+    if not hasattr(moe_utils, "te_general_gemm"):
+        moe_utils.te_general_gemm = None
+
+
+def install_rng_tracker(tracker: Any) -> None:
+    """Make ``tracker`` the tracker returned by ``get_cuda_rng_tracker()``."""
+    tp_random._CUDA_RNG_STATE_TRACKER = tracker
+    tp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
+
+
+def installed_rng_tracker() -> Any:
+    """The tracker currently installed (None before Megatron or the shims create one)."""
+    return tp_random._CUDA_RNG_STATE_TRACKER
+
+
+# --------------------------------------------------------------------------------------------
+# Layer specs
+# --------------------------------------------------------------------------------------------
+
+
+def _is_moe_layer_class(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, MoELayer)
+
+
+def swap_moe_module(
+    mlp_spec: Any, layer_cls: type, router_builder: Callable, layer_params: dict
+) -> Any:
+    """Return ``mlp_spec`` with its MoE layer class and router replaced.
+
+    Args:
+        mlp_spec: the ``mlp`` entry of a ``TransformerLayerSubmodules``: a ``ModuleSpec``
+            (0.16) or a ``functools.partial`` (0.17+) building an ``MoELayer``. Anything else
+            (a dense MLP) is returned unchanged.
+        layer_cls: the ``MoELayer`` subclass to build instead.
+        router_builder: called as ``router_builder(config=..., pg_collection=..., ...)``.
+        layer_params: extra keyword arguments for ``layer_cls``.
+    """
+    if isinstance(mlp_spec, ModuleSpec) and _is_moe_layer_class(mlp_spec.module):
+        submodules = dataclasses.replace(mlp_spec.submodules, router=router_builder)
+        params = dict(mlp_spec.params or {})
+        params.update(layer_params)
+        return dataclasses.replace(mlp_spec, module=layer_cls, submodules=submodules, params=params)
+    if isinstance(mlp_spec, functools.partial) and _is_moe_layer_class(mlp_spec.func):
+        keywords = dict(mlp_spec.keywords)
+        keywords["submodules"] = dataclasses.replace(keywords["submodules"], router=router_builder)
+        keywords.update(layer_params)
+        return functools.partial(layer_cls, *mlp_spec.args, **keywords)
+    return mlp_spec
+
+
+class _SubclassedMoEWarningFilter(logging.Filter):
+    """Drops 0.16's "Unknown MLP type" warning, logged for every MoELayer subclass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Unknown MLP type" not in record.getMessage()
+
+
+def _quiet_subclassed_moe_warning() -> None:
+    if MCORE_VERSION >= Version("0.17"):
+        return
+    layer_logger = logging.getLogger("megatron.core.transformer.transformer_layer")
+    if not any(isinstance(f, _SubclassedMoEWarningFilter) for f in layer_logger.filters):
+        layer_logger.addFilter(_SubclassedMoEWarningFilter())
+
+
+def swap_moe_in_layer_spec(
+    layer_spec: ModuleSpec, layer_cls: type, router_builder: Callable, layer_params: dict
+) -> ModuleSpec:
+    """Apply :func:`swap_moe_module` to the ``mlp`` of a transformer-layer ``ModuleSpec``."""
+    _quiet_subclassed_moe_warning()
+    submodules = layer_spec.submodules
+    new_mlp = swap_moe_module(submodules.mlp, layer_cls, router_builder, layer_params)
+    return dataclasses.replace(layer_spec, submodules=dataclasses.replace(submodules, mlp=new_mlp))
+
+
+def build_moe_module(mlp_spec: Any, config: TransformerConfig, **kwargs) -> torch.nn.Module:
+    """Instantiate an MoE ``mlp`` spec on its own (tests and benchmarks build bare layers)."""
+    if isinstance(mlp_spec, ModuleSpec):
+        from megatron.core.transformer.spec_utils import build_module
+
+        return build_module(mlp_spec, config=config, **kwargs)
+    return mlp_spec(config=config, **kwargs)
+
+
+def moe_mlp_spec(use_te: bool, num_experts: int, moe_grouped_gemm: bool = False) -> Any:
+    """Megatron's stock MoE ``mlp`` spec (local modules or Transformer Engine)."""
+    from megatron.core.models.gpt.moe_module_specs import get_moe_module_spec
+
+    return get_moe_module_spec(
+        use_te=use_te, num_experts=num_experts, moe_grouped_gemm=moe_grouped_gemm
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Auxiliary-loss tracker (dict in 0.16, MoEMetricsTracker in 0.17+)
+# --------------------------------------------------------------------------------------------
+
+
+def local_aux_loss_values(name: str) -> torch.Tensor | None:
+    """Per-layer values ``[num_layers]`` that routers logged under ``name`` on this rank.
+
+    Not reduced across ranks. ``None`` when nothing was logged under that name.
+    """
+    try:
+        from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
+    except ImportError:  # 0.16
+        entry = moe_utils.get_moe_layer_wise_logging_tracker().get(name)
+        return None if entry is None else entry["values"]
+    entry = get_moe_metrics_tracker().metrics.get(name)
+    return None if entry is None else entry.values
+
+
+def clear_aux_losses() -> None:
+    """Zero every logged auxiliary loss (call once per training step, after logging)."""
+    try:
+        from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
+    except ImportError:  # 0.16
+        moe_utils.clear_aux_losses_tracker()
+        return
+    get_moe_metrics_tracker().clear()
+
+
+def context_parallel_batch_slice(batch: dict) -> dict:
+    """Megatron's own context-parallel slicing of a ``[B, S, ...]`` batch (global CP state)."""
+    from megatron.core.utils import get_batch_on_this_cp_rank
+
+    return get_batch_on_this_cp_rank(batch)

@@ -1,0 +1,100 @@
+"""``NeKoMoELayer``: Megatron-Core's ``MoELayer`` with task-aware dispatch and routing statistics.
+
+Megatron picks the token dispatcher from ``config.moe_token_dispatcher_type`` inside
+``MoELayer.__init__``; this subclass swaps it for the task-aware subclass of the same kind
+(:mod:`nemo_neko.moe.dispatchers`) and hands it, every forward, the tokens' tasks that the
+router recorded. Everything else (experts, shared experts, combine) is Megatron's.
+
+The layout is checked before Megatron builds anything, so a bad layout fails with the broken
+rule instead of a bare ``assert``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nemo_neko.compat.megatron import MoELayer, get_default_pg_collection
+from nemo_neko.moe.config import TaskRoutingConfig
+from nemo_neko.moe.dispatchers import DISPATCHERS
+from nemo_neko.moe.stats import RoutingStats
+
+
+def check_moe_layout(config, ep_size: int) -> None:
+    """Raise ``ValueError`` for an MoE config the expert-parallel size cannot take."""
+    num_experts = config.num_moe_experts
+    if not num_experts:
+        raise ValueError("num_moe_experts must be set for a NeKo MoE layer")
+    if ep_size < 1 or num_experts % ep_size:
+        raise ValueError(
+            f"num_moe_experts={num_experts} is not divisible by expert_model_parallel_size="
+            f"{ep_size}: every expert-parallel rank must own the same number of experts"
+        )
+
+
+class NeKoMoELayer(MoELayer):
+    """MoE layer whose dispatcher carries task ids and counts what each expert receives.
+
+    Args:
+        config: Megatron ``TransformerConfig`` (MoE fields describe the layer).
+        submodules: ``MoESubmodules`` (router = ``TaskGuidedRouter`` builder).
+        layer_number: 1-based layer number (also set later by the transformer layer).
+        pg_collection: process groups; the global parallel state when None.
+        task_routing: NeKo routing settings (shared with the router).
+    """
+
+    def __init__(
+        self,
+        config,
+        submodules=None,
+        layer_number: int | None = None,
+        pg_collection=None,
+        *,
+        task_routing: TaskRoutingConfig,
+        **kwargs,
+    ):
+        if pg_collection is None:
+            pg_collection = get_default_pg_collection()
+        ep_size = pg_collection.ep.size() if pg_collection.ep is not None else 1
+        check_moe_layout(config, ep_size)
+        task_routing.validate(config.num_moe_experts, config.moe_router_topk)
+        super().__init__(
+            config=config,
+            submodules=submodules,
+            layer_number=layer_number,
+            pg_collection=pg_collection,
+            **kwargs,
+        )
+        self.task_routing = task_routing
+        self.routing_stats: RoutingStats | None = None
+        if task_routing.collect_routing_stats:
+            self._install_task_aware_dispatcher(pg_collection)
+
+    def _install_task_aware_dispatcher(self, pg_collection) -> None:
+        kind = self.config.moe_token_dispatcher_type
+        if kind not in DISPATCHERS:
+            raise ValueError(
+                f"routing statistics need moe_token_dispatcher_type in {sorted(DISPATCHERS)}, got "
+                f"{kind!r}; set collect_routing_stats=False to use it without statistics"
+            )
+        dispatcher = DISPATCHERS[kind](
+            self.num_local_experts,
+            self.local_expert_indices,
+            config=self.config,
+            pg_collection=pg_collection,
+        )
+        if self.use_shared_expert and self.shared_expert_overlap:
+            dispatcher.set_shared_experts(self.shared_experts)
+        self.routing_stats = RoutingStats(
+            self.config.num_moe_experts, self.task_routing.num_task_slots
+        )
+        dispatcher.routing_stats = self.routing_stats
+        if getattr(self, "_training_token_dispatcher", None) is self.token_dispatcher:
+            self._training_token_dispatcher = dispatcher  # 0.17+: inference-optimised mode
+        self.token_dispatcher = dispatcher
+
+    def route(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None):
+        """Route, then tell the dispatcher which task each token belongs to."""
+        probs, routing_map = super().route(hidden_states, padding_mask)
+        if hasattr(self.token_dispatcher, "set_token_tasks"):
+            self.token_dispatcher.set_token_tasks(getattr(self.router, "last_token_tasks", None))
+        return probs, routing_map

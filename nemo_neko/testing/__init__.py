@@ -1,0 +1,1 @@
+"""Helpers shipped with the library for tests and benchmarks (CPU, gloo, tiny models)."""

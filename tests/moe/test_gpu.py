@@ -1,0 +1,53 @@
+"""On a CUDA GPU (NCCL): the NeKo layer forces task experts in bf16 and matches the stock router
+bit for bit when not forcing. Skipped on machines without CUDA."""
+
+import pytest
+import torch
+
+from nemo_neko.compat import megatron as mc
+from nemo_neko.moe.config import TaskRoutingConfig
+from nemo_neko.moe.router import TaskGuidedRouter
+from nemo_neko.moe.task_context import task_routing_scope
+from nemo_neko.parallel import ParallelLayout, initialize_parallel
+from nemo_neko.testing.distributed import run_distributed
+from nemo_neko.testing.models import build_moe_layer, tiny_moe_config
+
+
+def _check_cuda(rank, world_size):
+    initialize_parallel(ParallelLayout(), num_experts=8)
+    config = tiny_moe_config(
+        params_dtype=torch.bfloat16,
+        bf16=True,
+        moe_router_dtype="fp32",
+        use_cpu_initialization=False,
+    )
+    routing = TaskRoutingConfig(task_to_expert=[2, 7])
+    layer = build_moe_layer(config, routing).cuda().train()
+    x = torch.randn(
+        64, 2, config.hidden_size, device="cuda", dtype=torch.bfloat16, requires_grad=True
+    )
+    task_ids = torch.randint(0, 2, (2, 64))
+    with task_routing_scope(task_ids):
+        out, _ = layer(x)
+        _, routing_map = layer.router(x)
+    out.float().sum().backward()
+    ids_T = task_ids.t().reshape(-1).cuda()
+    forced = torch.tensor([2, 7], device="cuda")[ids_T]
+    assert routing_map[torch.arange(ids_T.numel(), device="cuda"), forced].all()
+
+    pg = mc.get_default_pg_collection()
+    stock = mc.TopKRouter(config=config, pg_collection=pg).cuda()
+    ours = TaskGuidedRouter(config=config, pg_collection=pg, routing=routing).cuda()
+    ours.load_state_dict(stock.state_dict())
+    for router in (stock, ours):
+        router.set_layer_number(1)
+        router.eval()
+    with task_routing_scope(task_ids):
+        got = ours(x.detach())
+    want = stock(x.detach())
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@pytest.mark.gpu
+def test_task_guided_layer_on_cuda():
+    run_distributed(_check_cuda, 1, backend="nccl")
