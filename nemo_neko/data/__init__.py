@@ -1,0 +1,1 @@
+"""Correction data: records, importers, tokenisation, samples and packing. See README.md."""

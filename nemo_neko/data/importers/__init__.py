@@ -1,0 +1,1 @@
+"""Importers: published correction datasets -> :class:`~nemo_neko.data.records.CorrectionRecord`."""
