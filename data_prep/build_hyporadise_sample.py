@@ -1,6 +1,6 @@
 """Rebuild nemo_neko/assets/hyporadise/ from the HyPoradise JSON files.
 
-    python data_prep/build_hyporadise_sample.py ../shared/data/hyporadise
+python data_prep/build_hyporadise_sample.py ../shared/data/hyporadise
 """
 
 import argparse

@@ -4,6 +4,14 @@ Megatron-Core assumes a GPU in a few places that do not matter for the maths:
 
 * ``torch.cuda.current_device()`` as an allocation device, ``torch.cuda.Stream`` /
   ``Event`` / ``current_stream`` / ``stream`` / ``synchronize`` for overlap and host syncs;
+* hard-coded ``device="cuda"`` / ``.cuda()`` / ``pin_memory=True`` in the optimizer, gradient
+  clipping, the pipeline schedules and the DDP buffers: on a CPU-only machine such a request
+  can never succeed, so the tensor factories, ``Tensor.cuda`` and ``Tensor.to`` map it to the CPU
+  (and drop ``pin_memory``); every other call is passed through untouched;
+* type-name checks such as ``param.type() == "torch.cuda.FloatTensor"`` in Megatron's
+  (distributed, mixed-precision) optimizers and gradient clipping: consistently with the above,
+  the CPU plays the part of the CUDA device, so ``Tensor.type()`` reports CPU tensors under their
+  ``torch.cuda.*`` names (and accepts those names for conversions);
 * the model-parallel RNG tracker, which swaps *CUDA* generator states;
 * the all-to-all token dispatcher, whose split sizes only become host ``numpy`` arrays when the
   counts live on a GPU (``maybe_move_tensor_to_cpu`` leaves CPU tensors alone, and gloo's
@@ -18,6 +26,7 @@ the NeKo all-to-all dispatcher after Megatron's own device-to-host step.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import numpy as np
@@ -100,6 +109,67 @@ def _synchronize(device: Any | None = None) -> None:
     return None
 
 
+_FACTORIES = (
+    "tensor", "as_tensor", "empty", "zeros", "ones", "full", "arange", "rand", "randn",
+    "randint", "randperm", "empty_like", "zeros_like", "ones_like", "full_like", "eye", "linspace",
+)  # fmt: skip
+
+
+def _is_accelerator(device: Any) -> bool:
+    if isinstance(device, torch.device):
+        return device.type == "cuda"
+    if isinstance(device, str):
+        return device.startswith("cuda")
+    return isinstance(device, int) and not isinstance(device, bool)
+
+
+def _host_kwargs(kwargs: dict) -> dict:
+    if _is_accelerator(kwargs.get("device")):
+        kwargs["device"] = "cpu"
+    if kwargs.get("pin_memory"):
+        kwargs["pin_memory"] = False
+    return kwargs
+
+
+def _host_factory(factory):
+    @functools.wraps(factory)
+    def on_host(*args, **kwargs):
+        return factory(*args, **_host_kwargs(kwargs))
+
+    return on_host
+
+
+def _patch_device_requests() -> None:
+    for name in _FACTORIES:
+        setattr(torch, name, _host_factory(getattr(torch, name)))
+    tensor_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        if args and _is_accelerator(args[0]):
+            args = ("cpu", *args[1:])
+        return tensor_to(self, *args, **_host_kwargs(kwargs))
+
+    def cuda(self, device=None, non_blocking=False, memory_format=torch.preserve_format):
+        return self
+
+    tensor_type = torch.Tensor.type
+
+    def type_(self, dtype=None, non_blocking=False, **kwargs):
+        if dtype is None and not kwargs:
+            name = tensor_type(self)
+            return (
+                name if name.startswith("torch.cuda.") else name.replace("torch.", "torch.cuda.", 1)
+            )
+        if isinstance(dtype, str):
+            dtype = dtype.replace("torch.cuda.", "torch.", 1)
+        return tensor_type(self, dtype, non_blocking, **kwargs)
+
+    torch.Tensor.to = to
+    torch.Tensor.cuda = cuda
+    torch.Tensor.type = type_
+    torch.Tensor.pin_memory = lambda self, *args, **kwargs: self
+
+
 def _make_cpu_rng_tracker() -> Any:
     """A Megatron RNG tracker whose named streams are CPU generator states."""
     from nemo_neko.compat.megatron import MODEL_PARALLEL_RNG_TRACKER_NAME, CudaRNGStatesTracker
@@ -157,6 +227,7 @@ def apply_cpu_shims() -> bool:
         torch.cuda.Stream = _HostStream
         torch.cuda.Event = _HostEvent
         torch.cuda.synchronize = _synchronize
+        _patch_device_requests()
         _APPLIED = True
 
     from nemo_neko.compat.megatron import install_rng_tracker, installed_rng_tracker

@@ -83,7 +83,9 @@ class CorrectionRecord:
 
     def to_json(self) -> str:
         """One JSONL line (no trailing newline); unset optional fields are left out."""
-        data = {k: v for k, v in asdict(self).items() if v is not None and not (k == "meta" and not v)}
+        data = {
+            k: v for k, v in asdict(self).items() if v is not None and not (k == "meta" and not v)
+        }
         return json.dumps(data, ensure_ascii=False)
 
 
@@ -121,7 +123,10 @@ def validate_record(data: Any, path: str, line: int) -> CorrectionRecord:
     unknown = sorted(set(data) - set(RECORD_FIELDS))
     if unknown:
         raise RecordError(
-            path, line, unknown[0], f"unknown field (known: {', '.join(RECORD_FIELDS)}; put extras in 'meta')"
+            path,
+            line,
+            unknown[0],
+            f"unknown field (known: {', '.join(RECORD_FIELDS)}; put extras in 'meta')",
         )
     for name in REQUIRED_FIELDS:
         if name not in data:
@@ -130,24 +135,42 @@ def validate_record(data: Any, path: str, line: int) -> CorrectionRecord:
         if not isinstance(data[name], str) or not data[name].strip():
             raise RecordError(path, line, name, f"must be a non-empty string, got {data[name]!r}")
     if not isinstance(data["reference"], str):
-        raise RecordError(path, line, "reference", f"must be a string, got {type(data['reference']).__name__}")
+        raise RecordError(
+            path, line, "reference", f"must be a string, got {type(data['reference']).__name__}"
+        )
     if data["task"] not in known_tasks():
         raise RecordError(
-            path, line, "task", f"unknown task {data['task']!r} (known tasks: {', '.join(known_tasks())})"
+            path,
+            line,
+            "task",
+            f"unknown task {data['task']!r} (known tasks: {', '.join(known_tasks())})",
         )
     hypotheses = data.get("hypotheses")
     if hypotheses is not None:
         if not isinstance(hypotheses, list):
-            raise RecordError(path, line, "hypotheses", f"must be a list of strings, got {type(hypotheses).__name__}")
+            raise RecordError(
+                path,
+                line,
+                "hypotheses",
+                f"must be a list of strings, got {type(hypotheses).__name__}",
+            )
         for i, hyp in enumerate(hypotheses):
             if not isinstance(hyp, str):
-                raise RecordError(path, line, "hypotheses", f"item {i} must be a string, got {hyp!r}")
+                raise RecordError(
+                    path, line, "hypotheses", f"item {i} must be a string, got {hyp!r}"
+                )
     for name in ("source", "src_lang", "tgt_lang"):
         if data.get(name) is not None and not isinstance(data[name], str):
-            raise RecordError(path, line, name, f"must be a string, got {type(data[name]).__name__}")
+            raise RecordError(
+                path, line, name, f"must be a string, got {type(data[name]).__name__}"
+            )
     if "meta" in data and not isinstance(data["meta"], dict):
-        raise RecordError(path, line, "meta", f"must be a JSON object, got {type(data['meta']).__name__}")
-    record = CorrectionRecord(**{k: data[k] for k in RECORD_FIELDS if k in data and data[k] is not None})
+        raise RecordError(
+            path, line, "meta", f"must be a JSON object, got {type(data['meta']).__name__}"
+        )
+    record = CorrectionRecord(
+        **{k: data[k] for k in RECORD_FIELDS if k in data and data[k] is not None}
+    )
     problem = get_task(record.task).check_record(record)
     if problem is not None:
         field_name, message = problem
@@ -181,11 +204,16 @@ def iter_records(
                 try:
                     data = json.loads(raw)
                 except json.JSONDecodeError as err:
-                    raise RecordError(path, line_no, None, f"malformed JSON ({err.msg} at column {err.colno})") from None
+                    raise RecordError(
+                        path, line_no, None, f"malformed JSON ({err.msg} at column {err.colno})"
+                    ) from None
                 record = validate_record(data, path, line_no)
                 if record.id in first_line_of:
                     raise RecordError(
-                        path, line_no, "id", f"duplicate id {record.id!r} (first seen on line {first_line_of[record.id]})"
+                        path,
+                        line_no,
+                        "id",
+                        f"duplicate id {record.id!r} (first seen on line {first_line_of[record.id]})",
                     )
             except RecordError as err:
                 if not skip_invalid:
@@ -199,7 +227,10 @@ def iter_records(
 
 
 def read_records(
-    paths: str | os.PathLike | Iterable[str | os.PathLike], *, skip_invalid: bool = False, report: ReadReport | None = None
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    skip_invalid: bool = False,
+    report: ReadReport | None = None,
 ) -> list[CorrectionRecord]:
     """All records of one or more files (ids must be unique within each file)."""
     if isinstance(paths, (str, os.PathLike)):
@@ -218,7 +249,11 @@ def write_records(path: str | os.PathLike, records: Iterable[CorrectionRecord]) 
     count = 0
     with open(tmp, "wb") as raw:
         # gzip without name or timestamp in its header: same records, same bytes
-        binary = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if path.name.endswith(".gz") else raw
+        binary = (
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+            if path.name.endswith(".gz")
+            else raw
+        )
         with io.TextIOWrapper(binary, encoding="utf-8", newline="\n") as fh:
             for record in records:
                 fh.write(record.to_json() + "\n")

@@ -34,7 +34,9 @@ TEST_FRACTION = 0.25
 SPLIT_SEED = 20231210
 
 
-def sample_paths(split: str, domains: tuple[str, ...] = DOMAINS, root: Path = ASSET_DIR) -> list[Path]:
+def sample_paths(
+    split: str, domains: tuple[str, ...] = DOMAINS, root: Path = ASSET_DIR
+) -> list[Path]:
     """Record files of ``split`` (``"train"`` or ``"test"``) for ``domains``."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -60,10 +62,18 @@ def build_hyporadise_sample(
     counts: dict[str, dict[str, int]] = {}
     for domain in DOMAINS:
         if domain == "atis":
-            train = list(import_hyporadise(source_dir / "train_atis.json", "atis", id_prefix="atis-train"))
-            test = list(import_hyporadise(source_dir / "test_atis.json", "atis", id_prefix="atis-test"))
+            train = list(
+                import_hyporadise(
+                    source_dir / "train_atis.json", dataset="atis", id_prefix="atis-train"
+                )
+            )
+            test = list(
+                import_hyporadise(
+                    source_dir / "test_atis.json", dataset="atis", id_prefix="atis-test"
+                )
+            )
         else:
-            records = list(import_hyporadise(source_dir / f"test_{domain}.json", domain))
+            records = list(import_hyporadise(source_dir / f"test_{domain}.json", dataset=domain))
             order = list(range(len(records)))
             random.Random(f"{seed}-{domain}").shuffle(order)
             num_test = round(len(records) * test_fraction)

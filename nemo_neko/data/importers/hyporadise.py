@@ -19,12 +19,19 @@ name the file, the item (1-based) and the field. ``meta.origin`` keeps ``<file>#
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from nemo_neko.data.records import CorrectionRecord, RecordError
+from nemo_neko.data.importers._common import (
+    ImportReport,
+    Where,
+    check_object,
+    emit_records,
+    read_rows,
+)
+from nemo_neko.data.records import CorrectionRecord
 
 DERIVED_FIELDS = ("input1", "input2", "instruction")
 """Fields some HyPoradise releases add that are renderings of ``input`` or prompts."""
@@ -33,53 +40,57 @@ KNOWN_FIELDS = ("id", "input", "output", "am_score", *DERIVED_FIELDS)
 
 
 def import_hyporadise(
-    path: str | os.PathLike, dataset: str, *, task: str = "asr", id_prefix: str | None = None
+    path: str | os.PathLike,
+    *,
+    dataset: str,
+    report: ImportReport | None = None,
+    skip_invalid: bool = False,
+    task: str = "asr",
+    id_prefix: str | None = None,
 ) -> Iterator[CorrectionRecord]:
     """Yield one record per item of a HyPoradise JSON file.
 
     Args:
         path: the JSON array file.
         dataset: dataset name for the records (e.g. ``"atis"``).
+        report: receives counts and (with ``skip_invalid``) the rejected items.
+        skip_invalid: collect invalid items in ``report`` instead of raising.
         task: task of the records (``"asr"``).
-        id_prefix: prefix of generated ids (default ``dataset``) for items without ``id``.
+        id_prefix: prefix of generated ids (default ``dataset``) for items without ``id``:
+            ``<prefix>-<0-based item index, 6 digits>``.
+
+    Raises:
+        RecordError: an invalid item (unless ``skip_invalid``), naming file, item and field.
     """
     path = str(path)
-    with open(path, encoding="utf-8") as fh:
-        try:
-            items = json.load(fh)
-        except json.JSONDecodeError as err:
-            raise RecordError(path, err.lineno, None, f"malformed JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(items, list):
-        raise RecordError(path, 1, None, f"expected a JSON array of items, got {type(items).__name__}")
+    if skip_invalid and report is None:
+        raise ValueError("skip_invalid=True needs an ImportReport to receive the rejected items")
+    report = report if report is not None else ImportReport()
     prefix = id_prefix or dataset
     origin = Path(path).name
-    for index, item in enumerate(items):
-        where = dict(path=path, line=index + 1, unit="item")
-        if not isinstance(item, dict):
-            raise RecordError(field=None, message=f"expected an object, got {type(item).__name__}", **where)
-        unknown = sorted(set(item) - set(KNOWN_FIELDS))
-        if unknown:
-            raise RecordError(field=unknown[0], message=f"unknown HyPoradise field (known: {', '.join(KNOWN_FIELDS)})", **where)
-        for name in ("input", "output"):
-            if name not in item:
-                raise RecordError(field=name, message="missing required field", **where)
+
+    def convert(item: Any, where: Where) -> CorrectionRecord:
+        item = check_object(
+            item, where, fmt="HyPoradise", required=("input", "output"), known=KNOWN_FIELDS
+        )
+        index = where.pos - 1
         hypotheses = item["input"]
         if not isinstance(hypotheses, list) or not all(isinstance(h, str) for h in hypotheses):
-            raise RecordError(field="input", message="must be a list of strings", **where)
+            raise where.error("input", "must be a list of strings")
         if not hypotheses:
-            raise RecordError(field="input", message="empty hypothesis list", **where)
+            raise where.error("input", "empty hypothesis list")
         if not isinstance(item["output"], str):
-            raise RecordError(field="output", message="must be a string", **where)
-        meta = {"origin": f"{origin}#{index}"}
+            raise where.error("output", "must be a string")
+        meta: dict[str, Any] = {"origin": f"{origin}#{index}"}
         if "am_score" in item:
             scores = item["am_score"]
             if not isinstance(scores, list) or len(scores) != len(hypotheses):
-                raise RecordError(field="am_score", message=f"must be a list of {len(hypotheses)} numbers", **where)
+                raise where.error("am_score", f"must be a list of {len(hypotheses)} numbers")
             meta["am_score"] = scores
         record_id = item.get("id")
         if record_id is not None and (not isinstance(record_id, str) or not record_id):
-            raise RecordError(field="id", message=f"must be a non-empty string, got {record_id!r}", **where)
-        yield CorrectionRecord(
+            raise where.error("id", f"must be a non-empty string, got {record_id!r}")
+        return CorrectionRecord(
             id=record_id or f"{prefix}-{index:06d}",
             task=task,
             dataset=dataset,
@@ -87,3 +98,12 @@ def import_hyporadise(
             reference=item["output"],
             meta=meta,
         )
+
+    unit, rows = read_rows(path)
+    if unit != "item":
+        raise ValueError(
+            f"{path}: HyPoradise files are JSON arrays (.json), not {unit}-based files"
+        )
+    return emit_records(
+        rows, convert, path=path, unit=unit, report=report, skip_invalid=skip_invalid
+    )
