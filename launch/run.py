@@ -1,24 +1,31 @@
-"""NeKo's main entry point.
+"""NeKo's entry point: compose the configuration under conf/ and run it.
 
-    python launch/run.py
+    python launch/run.py                                  # the embedded default (tiny, CPU)
+    python launch/run.py train.epochs=1 cluster.nproc_per_node=2
+    python launch/run.py dry_run=true                     # print config, layout, parameter counts
 
-Until the training loop lands (issue "Training NeKo on Megatron-Core"), the main job is the
-router-overhead benchmark: a NeKo MoE layer (task-guided router, task-aware dispatcher) against
-Megatron-Core's stock MoE layer on this machine, with their speed ratio. The command stays the
-same when the job becomes "train the tiny NeKo and print its correction report". Extra
-arguments are passed to the benchmark (``--help`` lists them).
+Everything a run needs comes from conf/ and the command-line overrides; this file holds no logic.
 """
 
 import os
 import sys
 import warnings
 
-# Megatron-Core warns at import that Transformer Engine / apex are absent (expected on CPU).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex|apex).*")
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import hydra  # noqa: E402
 
-from benchmarks.router_overhead import main  # noqa: E402
+from nemo_neko.config import register_configs  # noqa: E402
+from nemo_neko.launch import launch  # noqa: E402
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base=None)
+def main(cfg) -> int:
+    return launch(cfg)
+
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -31,12 +31,24 @@ from importlib.metadata import version as _dist_version
 from typing import Any
 
 import torch
-from megatron.core import parallel_state, tensor_parallel  # noqa: F401  (re-exported)
+from megatron.core import (  # noqa: F401  (re-exported)
+    dist_checkpointing,  # noqa: F401
+    parallel_state,
+    tensor_parallel,
+)
+from megatron.core.distributed import (  # noqa: F401
+    DistributedDataParallel,
+    DistributedDataParallelConfig,
+    finalize_model_grads,
+)
 from megatron.core.models.gpt import GPTModel  # noqa: F401
 from megatron.core.models.gpt.gpt_layer_specs import (  # noqa: F401
     get_gpt_decoder_block_spec,
     get_gpt_layer_local_spec,
 )
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer  # noqa: F401
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler  # noqa: F401
+from megatron.core.pipeline_parallel import get_forward_backward_func  # noqa: F401
 from megatron.core.process_groups_config import ProcessGroupCollection  # noqa: F401
 from megatron.core.tensor_parallel import (  # noqa: F401
     gather_from_sequence_parallel_region,
@@ -217,6 +229,63 @@ def clear_aux_losses() -> None:
         moe_utils.clear_aux_losses_tracker()
         return
     get_moe_metrics_tracker().clear()
+
+
+def packed_seq_params_from_cu_seqlens(cu_seqlens: torch.Tensor, max_seqlen: int):
+    """Megatron's ``PackedSeqParams`` (THD layout) for samples bounded by ``cu_seqlens``."""
+    from megatron.core.packed_seq_params import PackedSeqParams
+
+    return PackedSeqParams(
+        qkv_format="thd",
+        cu_seqlens_q=cu_seqlens,
+        cu_seqlens_kv=cu_seqlens,
+        max_seqlen_q=max_seqlen,
+        max_seqlen_kv=max_seqlen,
+    )
+
+
+def static_inference_context(max_batch_size: int, max_sequence_length: int):
+    """Megatron's ``StaticInferenceContext`` (the per-layer KV cache of static batching)."""
+    from megatron.core.inference.contexts import StaticInferenceContext
+
+    return StaticInferenceContext(max_batch_size, max_sequence_length)
+
+
+def align_optimizer_state(optimizer, loaded: dict) -> dict:
+    """Fit a loaded optimizer state to ``optimizer``'s chain of sub-optimizers.
+
+    Megatron builds one optimizer for dense and expert parameters when experts are not sharded
+    (EP = 1) and two (dense, expert) when they are. Loaded under the other layout, the sharded
+    tensors find their parameters by name, but the state's outer structure (one flat state vs
+    ``{0: ..., 1: ...}``) and the shared Adam step (``common_step``) must be moved across.
+    """
+    chained = getattr(optimizer, "chained_optimizers", None)
+    count = len(chained) if chained is not None else 1
+    indexed = [k for k in loaded if isinstance(k, int)]
+    flat = {k: v for k, v in loaded.items() if not isinstance(k, int)}
+    if count > 1 and indexed:
+        common = flat.get("state", {}).get("common_step")
+        aligned = {i: loaded[i] for i in range(count)}
+        for i, part in aligned.items():
+            if common is not None:
+                part["state"].setdefault("common_step", common)
+            # group hyper-parameters were saved with the flat structure: take the current ones
+            current = chained[i].optimizer.param_groups
+            part["param_groups"] = [
+                {**{k: v for k, v in now.items() if k != "params"}, **group}
+                for group, now in zip(part["param_groups"], current)
+            ]
+        return aligned
+    if count == 1 and indexed and "state" in flat:
+        steps = [
+            loaded[i]["state"].get("common_step")
+            for i in indexed
+            if "common_step" in loaded[i]["state"]
+        ]
+        if steps and "common_step" not in flat["state"]:
+            flat["state"]["common_step"] = steps[0]
+        return flat
+    return loaded
 
 
 def context_parallel_batch_slice(batch: dict) -> dict:

@@ -141,16 +141,26 @@ class PackedMixture:
     """All packed sequences of a mixture (all epochs), addressable by index.
 
     Attributes:
-        datasets: tokenised datasets, in mixture order (index = task id).
+        datasets: tokenised datasets, in mixture order.
+        task_ids: task id carried by each dataset's tokens (default: its index).
         sequences: per sequence, its ``(dataset, sample)`` pairs.
         epoch_starts: index of the first sequence of each epoch (plus the total at the end).
     """
 
-    def __init__(self, config: MixtureConfig, datasets: list[TokenizedDataset], pad_id: int):
+    def __init__(
+        self,
+        config: MixtureConfig,
+        datasets: list[TokenizedDataset],
+        pad_id: int,
+        task_ids: list[int] | None = None,
+    ):
         config.validate()
         self.config = config
         self.datasets = datasets
         self.pad_id = pad_id
+        self.task_ids = list(range(len(datasets))) if task_ids is None else list(task_ids)
+        if len(self.task_ids) != len(datasets):
+            raise ValueError(f"{len(self.task_ids)} task ids for {len(datasets)} datasets")
         sizes = [len(d) for d in datasets]
         weights = [spec.weight for spec in config.datasets]
         self.sequences: list[np.ndarray] = []
@@ -169,14 +179,20 @@ class PackedMixture:
         tokenizer: TextTokenizer,
         cache_dir: str | Path | None = None,
         skip_invalid: bool = False,
+        task_ids: list[int] | None = None,
     ) -> PackedMixture:
+        """Tokenise (or read from the cache) every dataset and pack all epochs.
+
+        ``task_ids[i]`` is the task id carried by dataset ``i``'s tokens (default ``i``): a
+        held-out mixture uses the task ids of the matching training datasets.
+        """
         config.validate()
         max_length = config.max_sample_length or config.seq_length
         datasets = [
             tokenize_dataset(spec, tokenizer, max_length, cache_dir, skip_invalid)
             for spec in config.datasets
         ]
-        return cls(config, datasets, tokenizer.pad_id)
+        return cls(config, datasets, tokenizer.pad_id, task_ids)
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -186,7 +202,7 @@ class PackedMixture:
         return pack_sequence(
             [self.datasets[d].sample(i) for d, i in pairs],
             [int(self.datasets[d].prompt_lengths[i]) for d, i in pairs],
-            [int(d) for d, _ in pairs],
+            [self.task_ids[int(d)] for d, _ in pairs],
             self.config.seq_length,
             self.pad_id,
         )

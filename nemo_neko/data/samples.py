@@ -183,6 +183,18 @@ class SampleBuilder:
             cut = cut[: cut.rindex(" ")]
         return self._prompt_ids(record, inputs[:-1] + [cut])
 
+    def inference_prompt(self, record: CorrectionRecord, reserve: int) -> list[int]:
+        """``[BOS] + prompt`` ids for generation, shortened like a training sample so that
+        ``reserve`` new tokens still fit in ``max_length`` (None-safe: never empty)."""
+        prompt_ids = self._prompt_ids(record, get_task(record.task).inputs(record))
+        placeholder = [0] * max(0, reserve - 1)  # stands for the generated tokens (EOS counted)
+        if not self._fits(prompt_ids, placeholder):
+            shortened = self._shorten(record, placeholder, SampleStats())
+            prompt_ids = (
+                shortened if shortened is not None else prompt_ids[-(self.max_length - reserve) :]
+            )
+        return ([self.tokenizer.bos_id] if self.tokenizer.add_bos else []) + prompt_ids
+
     def build(self, records: list[CorrectionRecord], name: str) -> TokenizedDataset:
         """Tokenise ``records`` (one dataset) into a :class:`TokenizedDataset`."""
         stats = SampleStats()

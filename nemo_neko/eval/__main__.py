@@ -1,0 +1,183 @@
+"""Evaluation CLI: leaderboard scoring and the correction report.
+
+Score Open ASR Leaderboard result manifests (files named
+``MODEL_<model>_DATASET_<dataset>_<split>.jsonl``, directories of them, or ``name=path``)::
+
+    python -m nemo_neko.eval score results/ --protocol esb2024
+    python -m nemo_neko.eval score results/ --protocol oal2026 --json s.json --markdown s.md
+    python -m nemo_neko.eval score ami=ami.jsonl earnings22=e22.jsonl --protocol oal2026
+
+Report what correction achieved on correction records (plus model predictions, JSONL
+``{"id": ..., "prediction": ...}``)::
+
+    python -m nemo_neko.eval report nemo_neko/assets/hyporadise/test/*.jsonl.gz
+    python -m nemo_neko.eval report records.jsonl --predictions preds.jsonl \\
+        --json report.json --markdown report.md --png report.png
+    python -m nemo_neko.eval report records.jsonl --predictions preds.jsonl --missing-as-empty
+
+Correct records with a trained run (greedy decoding, KV cache; resumable)::
+
+    python -m nemo_neko.eval correct --run-dir runs/neko-tiny
+    python -m nemo_neko.eval correct --run-dir runs/neko-tiny --records r.jsonl --out preds.jsonl
+
+Exit status: 0 on success, 2 on bad input (the message names file, line and field).
+``--help`` imports nothing heavy (no torch, no Megatron).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+PROTOCOLS = ("esb2024", "oal2026")
+NORMALIZERS = ("none", "whisper", "esb2024", "oal2026")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nemo_neko.eval",
+        description="Leaderboard-compatible ASR scoring and the NeKo correction report.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser(
+        "score",
+        help="score Open ASR Leaderboard result manifests",
+        description="WER per dataset and the composite (unweighted mean), RTFx, as the "
+        "Open ASR Leaderboard computes them.",
+    )
+    score.add_argument(
+        "inputs",
+        nargs="+",
+        help="MODEL_<model>_DATASET_<dataset>_<split>.jsonl files, directories of them, or "
+        "name=path pairs",
+    )
+    score.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="oal2026",
+        help="esb2024: the paper-era leaderboard (Whisper normaliser, jiwer); oal2026: the "
+        "current one (its normaliser, chunk merging, kaldialign with merged compounds). "
+        "Default: %(default)s",
+    )
+    score.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    score.add_argument("--markdown", metavar="FILE", help="also write markdown tables")
+    score.set_defaults(run=run_score)
+
+    report = sub.add_parser(
+        "report",
+        help="baseline, oracles and corrected scores of correction records",
+        description="Per dataset and task: baseline, N-best oracle, compositional oracle, "
+        "corrected score and relative gain (WER for asr/ocr/tec, BLEU for st/mt).",
+    )
+    report.add_argument("records", nargs="+", help="correction record files (.jsonl or .jsonl.gz)")
+    report.add_argument(
+        "--predictions",
+        nargs="+",
+        metavar="FILE",
+        help='model outputs, JSONL {"id": ..., "prediction": ...}, joined to records by id',
+    )
+    report.add_argument(
+        "--missing-as-empty",
+        action="store_true",
+        help="score records without a prediction as empty output instead of failing",
+    )
+    report.add_argument(
+        "--normalizer",
+        choices=NORMALIZERS,
+        default="none",
+        help="text normaliser for WER tasks (none: text as given, whitespace words; right for "
+        "already-normalised data such as HyPoradise). BLEU always uses sacrebleu's tokeniser for "
+        "the target language. Default: %(default)s",
+    )
+    report.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    report.add_argument("--markdown", metavar="FILE", help="also write markdown tables")
+    report.add_argument("--png", metavar="FILE", help="also draw a bar chart (needs matplotlib)")
+    report.set_defaults(run=run_report)
+
+    correct = sub.add_parser(
+        "correct",
+        help="correct records with a trained run (writes predictions JSONL, resumable)",
+        description="Load a run's latest checkpoint, render the task prompts and decode greedily "
+        "with a KV cache (plain top-k routing, no task ids). A rerun skips ids already written.",
+    )
+    correct.add_argument("--run-dir", required=True, help="the training run's directory")
+    correct.add_argument(
+        "--records", nargs="+", metavar="FILE", help="default: the run's held-out sets"
+    )
+    correct.add_argument("--out", metavar="FILE", help="default: <run-dir>/predictions.jsonl")
+    correct.add_argument(
+        "--limit-per-dataset",
+        type=int,
+        default=None,
+        help="correct the first N records of each dataset (default: the run config's)",
+    )
+    correct.add_argument("--batch-size", type=int, default=None)
+    correct.set_defaults(run=run_correct)
+    return parser
+
+
+def run_correct(args) -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex|apex).*")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from nemo_neko.inference.correct import correct_records
+
+    out = correct_records(
+        args.run_dir, args.records, args.out, args.limit_per_dataset, args.batch_size
+    )
+    print(f"predictions: {out}")
+
+
+def run_score(args) -> None:
+    from nemo_neko.eval import render
+    from nemo_neko.eval.manifests import expand_inputs
+    from nemo_neko.eval.scoring import score_sources
+
+    result = score_sources(expand_inputs(args.inputs), args.protocol)
+    print(render.score_text(result))
+    if args.json:
+        render.write_json(args.json, result.to_dict())
+    if args.markdown:
+        render.write_text(args.markdown, render.score_markdown(result))
+
+
+def run_report(args) -> None:
+    from nemo_neko.data.records import read_records
+    from nemo_neko.eval import render
+    from nemo_neko.eval.predictions import read_predictions
+    from nemo_neko.eval.report import build_report
+
+    records = read_records(args.records)
+    predictions = read_predictions(args.predictions) if args.predictions else None
+    if args.missing_as_empty and predictions is None:
+        raise ValueError("--missing-as-empty needs --predictions")
+    report = build_report(
+        records, predictions, normalizer=args.normalizer, missing_as_empty=args.missing_as_empty
+    )
+    print(render.report_text(report))
+    if args.json:
+        render.write_json(args.json, report.to_dict())
+    if args.markdown:
+        render.write_text(args.markdown, render.report_markdown(report))
+    if args.png:
+        from nemo_neko.eval.chart import write_chart
+
+        write_chart(report, args.png)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

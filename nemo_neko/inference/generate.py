@@ -1,0 +1,131 @@
+"""Batched greedy decoding through a Megatron-Core GPTModel, with a KV cache or without.
+
+``KVCacheDecoder`` runs each batch once over the common prompt prefix, then one token at a time
+through Megatron's ``StaticInferenceContext`` (keys and values cached per layer): a row whose prompt
+is longer than the prefix is fed its own prompt tokens until it starts generating, so every
+position a row attends to is a real token and no padding mask is needed. Batches are formed from
+prompts of similar length (sorted), which keeps that feeding short.
+
+``RecomputeDecoder`` reruns the whole sequence at every step (no cache): the baseline the
+generation benchmark compares against, and an independent check of the cached path.
+
+The model must be in eval mode: NeKo routers then route by plain top-k, without task ids.
+Shapes: B rows, P prompt tokens, T = P + new tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Generation:
+    """Generated token ids of one prompt (EOS excluded) and why it stopped."""
+
+    tokens: list[int]
+    stopped_at_eos: bool
+
+
+def length_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> Iterator[list[int]]:
+    """Indices of ``prompts`` in batches of similar length (longest first)."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+class _Decoder:
+    def __init__(self, model, eos_id: int, pad_id: int):
+        self.model = model
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        self.device = next(model.parameters()).device
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], max_new_tokens: Sequence[int], batch_size: int = 16
+    ) -> list[Generation]:
+        """Greedy continuations of ``prompts``; row ``i`` stops at EOS or ``max_new_tokens[i]``."""
+        results: list[Generation | None] = [None] * len(prompts)
+        with torch.no_grad():
+            for batch in length_batches(prompts, batch_size):
+                outputs = self._generate_batch(
+                    [list(prompts[i]) for i in batch], [max_new_tokens[i] for i in batch]
+                )
+                for i, out in zip(batch, outputs):
+                    results[i] = out
+        return results  # type: ignore[return-value]
+
+    def _step_logits(self, tokens_BT, positions_BT, start: int, end: int):
+        raise NotImplementedError
+
+    def _prepare(self, batch_size: int, total_length: int) -> None:
+        pass
+
+    def _generate_batch(self, prompts: list[list[int]], limits: list[int]) -> list[Generation]:
+        rows = len(prompts)
+        lengths = [len(p) for p in prompts]
+        shortest, total = min(lengths), max(len(p) + n for p, n in zip(prompts, limits))
+        tokens = torch.full((rows, total), self.pad_id, dtype=torch.long)
+        for r, prompt in enumerate(prompts):
+            tokens[r, : len(prompt)] = torch.tensor(prompt)
+        tokens = tokens.to(self.device)
+        positions = torch.arange(total, device=self.device).expand(rows, total)
+        generated: list[list[int]] = [[] for _ in range(rows)]
+        finished = [limit == 0 for limit in limits]
+        eos = [False] * rows
+        self._prepare(rows, total)
+        logits = self._step_logits(tokens, positions, 0, shortest)
+        for t in range(shortest, total):
+            choice = logits.argmax(dim=-1).tolist()
+            for r in range(rows):
+                if t < lengths[r]:
+                    continue  # still inside its prompt: keep the prompt token
+                if finished[r]:
+                    tokens[r, t] = self.pad_id
+                    continue
+                tokens[r, t] = choice[r]
+                if choice[r] == self.eos_id:
+                    finished[r] = eos[r] = True
+                else:
+                    generated[r].append(choice[r])
+                    finished[r] = len(generated[r]) >= limits[r]
+            if all(finished) or t + 1 >= total:
+                break
+            logits = self._step_logits(tokens, positions, t, t + 1)
+        return [Generation(g, e) for g, e in zip(generated, eos)]
+
+
+class KVCacheDecoder(_Decoder):
+    """Greedy decoding with Megatron's static KV cache (see the module docstring)."""
+
+    def _prepare(self, batch_size: int, total_length: int) -> None:
+        from nemo_neko.compat.megatron import static_inference_context
+
+        self.context = static_inference_context(batch_size, total_length)
+
+    def _step_logits(self, tokens_BT, positions_BT, start, end):
+        if start > 0:
+            self.context.enable_decode_mode()
+        logits = self.model(
+            tokens_BT[:, start:end],
+            positions_BT[:, start:end],
+            None,
+            inference_context=self.context,
+            runtime_gather_output=True,
+        )
+        self.context.increment_sequence_len_offset(end - start)
+        return logits[:, -1].float()
+
+
+class RecomputeDecoder(_Decoder):
+    """Greedy decoding that reruns the whole prefix at every step (no cache)."""
+
+    def _step_logits(self, tokens_BT, positions_BT, start, end):
+        length = end
+        mask = torch.triu(torch.ones(length, length, dtype=torch.bool, device=self.device), 1)
+        logits = self.model(
+            tokens_BT[:, :length], positions_BT[:, :length], mask.view(1, 1, length, length)
+        )
+        return logits[:, -1].float()

@@ -1,0 +1,1 @@
+"""Training NeKo on Megatron-Core. See README.md in this folder."""

@@ -1,0 +1,181 @@
+"""Checkpoints: Megatron-Core distributed (sharded) checkpoints, made "latest" only when complete.
+
+Layout under ``<run_dir>/checkpoints/``::
+
+    step_00000120/            a complete checkpoint
+        (Megatron dist-checkpoint files: model and optimizer, sharded, resharding-capable)
+        trainer_state.pt      step, scheduler, data position, run layout (written by rank 0)
+        rng/rank_00003.pt     each rank's RNG states (CPU, CUDA, Megatron's tracker)
+    step_00000180.incomplete/ a save in progress (or interrupted): never read
+    latest                    name of the newest complete checkpoint
+
+A save writes into ``step_N.incomplete``; only after every rank has finished does rank 0 rename
+it to ``step_N`` and then replace ``latest`` atomically (write + ``os.replace``). A crash at any
+point leaves ``latest`` naming the previous complete checkpoint. Model and optimizer states are
+saved in Megatron's fully reshardable format, so a checkpoint loads under another TP/PP/EP
+layout (RNG states are then re-seeded instead of restored: they belong to the old ranks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from nemo_neko.compat.megatron import align_optimizer_state
+
+log = logging.getLogger(__name__)
+
+SHARDED_METADATA = {
+    "distrib_optim_sharding_type": "fully_reshardable",
+    "singleton_local_shards": False,
+    "chained_optim_avoid_prefix": True,
+}
+INCOMPLETE = ".incomplete"
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def unwrap(chunk):
+    """The model inside Megatron's DDP wrapper (checkpoint keys never carry ``module.``)."""
+    from nemo_neko.compat.megatron import DistributedDataParallel
+
+    return chunk.module if isinstance(chunk, DistributedDataParallel) else chunk
+
+
+def model_sharded_state_dict(chunks) -> dict:
+    """The model chunks' sharded state dict (``model`` or ``model0``, ``model1``... for VPP)."""
+    chunks = [unwrap(chunk) for chunk in chunks]
+    if len(chunks) == 1:
+        return {"model": chunks[0].sharded_state_dict(metadata=SHARDED_METADATA)}
+    return {
+        f"model{i}": chunk.sharded_state_dict(metadata=SHARDED_METADATA)
+        for i, chunk in enumerate(chunks)
+    }
+
+
+def rng_state() -> dict:
+    from nemo_neko.compat.megatron import installed_rng_tracker
+
+    tracker = installed_rng_tracker()
+    return {
+        "cpu": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "tracker": {k: v for k, v in tracker.get_states().items()} if tracker is not None else {},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    from nemo_neko.compat.megatron import installed_rng_tracker
+
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    tracker = installed_rng_tracker()
+    if tracker is not None and state.get("tracker"):
+        tracker.set_states(dict(state["tracker"]))
+
+
+class Checkpointer:
+    """Save and find complete checkpoints under ``root``."""
+
+    def __init__(self, root: str | os.PathLike, keep: int = 2):
+        self.root = Path(root)
+        self.keep = keep
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint, or None."""
+        pointer = self.root / "latest"
+        if not pointer.exists():
+            return None
+        path = self.root / pointer.read_text().strip()
+        if not (path / "trainer_state.pt").exists():
+            raise RuntimeError(f"{pointer} names {path.name}, which is not a complete checkpoint")
+        return path
+
+    def clean_incomplete(self) -> None:
+        """Remove interrupted saves (rank 0, collective barrier)."""
+        if _rank() == 0 and self.root.exists():
+            for stale in self.root.glob(f"*{INCOMPLETE}"):
+                log.warning("removing interrupted checkpoint save %s", stale)
+                shutil.rmtree(stale, ignore_errors=True)
+        _barrier()
+
+    def save(self, step: int, chunks, optimizer, trainer_state: dict) -> Path:
+        """Collective: write checkpoint ``step`` and make it ``latest`` once complete."""
+        from nemo_neko.compat.megatron import dist_checkpointing
+
+        final = self.root / f"step_{step:08d}"
+        tmp = self.root / (final.name + INCOMPLETE)
+        if _rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            (tmp / "rng").mkdir()
+        _barrier()
+        sharded = model_sharded_state_dict(chunks)
+        sharded["optimizer"] = optimizer.sharded_state_dict(sharded, metadata=SHARDED_METADATA)
+        dist_checkpointing.save(sharded, str(tmp))
+        torch.save(rng_state(), tmp / "rng" / f"rank_{_rank():05d}.pt")
+        if _rank() == 0:
+            torch.save(trainer_state, tmp / "trainer_state.pt")
+        _barrier()
+        if _rank() == 0:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            pointer_tmp = self.root / "latest.tmp"
+            pointer_tmp.write_text(final.name + "\n")
+            os.replace(pointer_tmp, self.root / "latest")
+            self._prune(keep_name=final.name)
+        _barrier()
+        return final
+
+    def _prune(self, keep_name: str) -> None:
+        complete = sorted(p for p in self.root.glob("step_*") if not p.name.endswith(INCOMPLETE))
+        for old in complete[: max(0, len(complete) - self.keep)]:
+            if old.name != keep_name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, path: str | os.PathLike, chunks, optimizer=None) -> dict:
+        """Collective: load model (and optimizer) states from ``path``; returns the trainer state.
+
+        The caller restores the scheduler and data position from the returned dict. RNG states are
+        restored when this rank's file exists and the world size matches the saving run.
+        """
+        from nemo_neko.compat.megatron import dist_checkpointing
+
+        path = Path(path)
+        trainer_state = torch.load(path / "trainer_state.pt", weights_only=False)
+        sharded = model_sharded_state_dict(chunks)
+        if optimizer is not None:
+            sharded["optimizer"] = optimizer.sharded_state_dict(
+                sharded, is_loading=True, metadata=SHARDED_METADATA
+            )
+        state = dist_checkpointing.load(sharded, str(path))
+        if len(chunks) == 1:
+            unwrap(chunks[0]).load_state_dict(state["model"])
+        else:
+            for i, chunk in enumerate(chunks):
+                unwrap(chunk).load_state_dict(state[f"model{i}"])
+        if optimizer is not None:
+            optimizer.load_state_dict(align_optimizer_state(optimizer, state["optimizer"]))
+        rng_file = path / "rng" / f"rank_{_rank():05d}.pt"
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        if rng_file.exists() and trainer_state.get("world_size") == world:
+            set_rng_state(torch.load(rng_file, weights_only=False))
+        else:
+            log.warning(
+                "checkpoint %s was saved by another world layout: RNG states re-seeded", path
+            )
+        return trainer_state

@@ -1,0 +1,367 @@
+"""The training loop: Megatron-Core model, DDP, optimizer, schedule, logging, validation, resume.
+
+Run by every rank (torchrun / srun), from a saved run config::
+
+    torchrun --nproc_per_node 2 -m nemo_neko.train runs/neko-tiny/config.yaml
+
+Each step: this rank's micro-batches of the global batch go through
+``get_forward_backward_func()`` (no pipelining, 1F1B or interleaved, from the layout) with the
+per-token task ids in scope for the routers; then the optimizer step, the LR schedule, logging
+(loss overall and per task, load-balancing loss, lr, grad norm, tokens/s, ETA, routing
+statistics), validation and checkpoints at their intervals. A run restarts from its latest
+complete checkpoint by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from nemo_neko.moe.config import TaskRoutingConfig
+from nemo_neko.train.checkpoint import Checkpointer
+from nemo_neko.train.logger import TrainingLogger
+from nemo_neko.train.model import build_model, transformer_config
+from nemo_neko.train.optim import build_optimizer, plan_batches, wrap_ddp
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (diverged, or nothing to train on)."""
+
+
+def routing_config(run) -> TaskRoutingConfig:
+    """Datasets of the training mixture mapped to experts (task id = dataset position)."""
+    return TaskRoutingConfig.for_datasets(
+        [spec.name for spec in run.data.train],
+        run.model.num_experts,
+        run.routing.assignment,
+        forcing=run.routing.forcing,
+        aux_loss_counts_forced=run.routing.aux_loss_counts_forced,
+        collect_routing_stats=run.routing.collect_routing_stats,
+    )
+
+
+class Trainer:
+    """Everything one rank holds for a run; :meth:`fit` trains to the end (or ``max_steps``)."""
+
+    def __init__(self, run, run_dir: str | Path):
+        from nemo_neko.compat import megatron as mc
+        from nemo_neko.data.mixture import BatchSchedule
+        from nemo_neko.parallel import initialize_parallel
+        from nemo_neko.train.data import build_mixture, prepare_tokenizer, validation_mixture
+        from nemo_neko.train.step import make_forward_step
+
+        self.run, self.run_dir = run, Path(run_dir)
+        layout = run.model.parallel
+        self.routing = routing_config(run)  # configuration errors before anything starts
+        initialize_parallel(
+            layout,
+            seed=run.seed,
+            backend=run.cluster.backend,
+            num_experts=run.model.num_experts,
+            num_layers=run.model.num_layers,
+        )
+        self.ps = ps = mc.parallel_state
+        self.tokenizer = prepare_tokenizer(run, self.run_dir)
+        self.vocab_size = run.model.padded_vocab_size(self.tokenizer.vocab_size)
+        self.config = transformer_config(run.model, layout)
+        chunks = build_model(
+            run.model, self.config, self.routing, self.vocab_size, run.data.seq_length
+        )
+        if torch.cuda.is_available():
+            chunks = [chunk.cuda() for chunk in chunks]
+        self.use_te = any("TE" in type(m).__name__ for chunk in chunks for m in chunk.modules())
+        self.chunks = wrap_ddp(self.config, chunks, run.train.use_distributed_optimizer)
+        self.config.finalize_model_grads_func = mc.finalize_model_grads
+
+        self.dp_group = ps.get_data_parallel_group(with_context_parallel=True)
+        dp_rank = ps.get_data_parallel_rank(with_context_parallel=False)
+        dp_size = ps.get_data_parallel_world_size(with_context_parallel=False)
+        self.plan = plan_batches(
+            run.train.global_batch_tokens, run.data.seq_length, run.train.micro_batch_size, dp_size
+        )
+        self.mixture = build_mixture(
+            run, run.data.train, self.tokenizer, self.run_dir, run.train.epochs
+        )
+        self.schedule = BatchSchedule(
+            self.mixture,
+            self.plan.global_batch_sequences,
+            self.plan.micro_batch_size,
+            dp_rank,
+            dp_size,
+        )
+        self.total_steps = min(
+            self.schedule.num_steps, run.train.max_steps or self.schedule.num_steps
+        )
+        if self.total_steps < 1:
+            raise TrainingError(
+                f"the mixture packs into {len(self.mixture)} sequences, fewer than one global batch of "
+                f"{self.plan.global_batch_sequences}: lower train.global_batch_tokens or add data"
+            )
+        self.optimizer, self.scheduler = build_optimizer(
+            run.train, run.model, self.chunks, self.total_steps
+        )
+        self.config.grad_scale_func = self.optimizer.scale_loss
+        self.validation = validation_mixture(run, self.tokenizer, self.run_dir)
+        self.num_tasks = len(run.data.train)
+        self.forward_step = make_forward_step(
+            num_tasks=self.num_tasks,
+            packed_attention=self.use_te,
+            sequence_parallel=layout.sequence_parallel,
+            tp_group=ps.get_tensor_model_parallel_group(),
+            cp_group=ps.get_context_parallel_group(),
+            slice_for_cp=mc.context_parallel_batch_slice,
+        )
+        self.forward_backward = mc.get_forward_backward_func()
+        self.is_logging_rank = (
+            ps.is_pipeline_last_stage(ignore_virtual=True)
+            and ps.get_data_parallel_rank(with_context_parallel=True) == 0
+            and ps.get_tensor_model_parallel_rank() == 0
+        )
+        self.logger = TrainingLogger(
+            self.run_dir,
+            enabled=self.is_logging_rank,
+            total_steps=self.total_steps,
+            tensorboard=run.train.tensorboard,
+            wandb_project=run.train.wandb_project,
+            run_name=run.name,
+        )
+        self.checkpointer = Checkpointer(
+            self.run_dir / "checkpoints", keep=run.train.keep_checkpoints
+        )
+        self.step = 0
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def trainer_state(self) -> dict:
+        return {
+            "step": self.step,
+            "scheduler": self.scheduler.state_dict(),
+            "data": self.schedule.state_dict(),
+            "world_size": dist.get_world_size(),
+            "layout": vars(self.run.model.parallel).copy(),
+            "task_to_expert": list(self.routing.task_to_expert),
+            "task_names": list(self.routing.task_names),
+        }
+
+    def maybe_resume(self) -> None:
+        self.checkpointer.clean_incomplete()
+        latest = self.checkpointer.latest()
+        if latest is None:
+            return
+        state = self.checkpointer.load(latest, self.chunks, self.optimizer)
+        if state["task_names"] != list(self.routing.task_names):
+            raise TrainingError(
+                f"{latest}: trained on datasets {state['task_names']}, this config has "
+                f"{list(self.routing.task_names)}; task ids would not match"
+            )
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.schedule.load_state_dict(state["data"])
+        self.step = int(state["step"])
+        self.logger.note(f"resumed from {latest} at step {self.step}")
+
+    def save(self) -> None:
+        path = self.checkpointer.save(self.step, self.chunks, self.optimizer, self.trainer_state())
+        self.logger.note(f"saved checkpoint {path}")
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def _iterators(self, micro_batches):
+        if len(self.chunks) == 1:
+            return iter(micro_batches)
+        return [iter(micro_batches) for _ in self.chunks]
+
+    def _reduce_losses(self, losses: list[dict]) -> tuple[float, list[float], int]:
+        """Mean target-token loss over the global batch, per task, and the token count."""
+        totals = torch.zeros(2 + 2 * self.num_tasks, dtype=torch.float64)
+        for item in losses or []:
+            totals[:2] += item["lm loss"].double().cpu()
+            totals[2:] += item["task loss"].double().cpu().reshape(-1)
+        if self.ps.is_pipeline_last_stage(ignore_virtual=True):
+            dist.all_reduce(totals, group=self.dp_group)
+        count = int(totals[1])
+        per_task = totals[2:].view(-1, 2)
+        task_means = [float(s / c) if c > 0 else float("nan") for s, c in per_task.tolist()]
+        return (float(totals[0] / count) if count else float("nan")), task_means, count
+
+    def train_step(self) -> dict:
+        micro_batches = self.schedule.micro_batches(self.step)
+        for chunk in self.chunks:
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        losses = self.forward_backward(
+            forward_step_func=self.forward_step,
+            data_iterator=self._iterators(micro_batches),
+            model=self.chunks,
+            num_microbatches=self.plan.micro_batches_per_step,
+            seq_length=self.run.data.seq_length,
+            micro_batch_size=self.plan.micro_batch_size,
+            forward_only=False,
+        )
+        ok, grad_norm, _ = self.optimizer.step()
+        if not ok:
+            raise TrainingError(f"step {self.step}: optimizer step skipped (inf/nan gradients)")
+        self.scheduler.step(increment=1)
+        self.step += 1
+        self.schedule.step = self.step
+        loss, task_losses, tokens = self._reduce_losses(losses)
+        if self.ps.is_pipeline_last_stage(ignore_virtual=True) and not np.isfinite(loss):
+            raise TrainingError(f"step {self.step}: loss is {loss}")
+        return {
+            "loss": loss,
+            "task_losses": task_losses,
+            "target_tokens": tokens,
+            "grad_norm": float(grad_norm or 0.0),
+        }
+
+    def validate(self) -> dict | None:
+        """Validation loss on held-out sequences (eval mode: plain top-k routing, no task ids)."""
+        if self.validation is None or len(self.validation) == 0:
+            return None
+        from nemo_neko.data.mixture import BatchSchedule
+
+        unit = self.plan.micro_batch_size * self.plan.data_parallel_size
+        size = max(unit, min(self.run.train.eval_sequences, len(self.validation)) // unit * unit)
+        if size > len(self.validation):
+            return None
+        schedule = BatchSchedule(self.validation, size, self.plan.micro_batch_size,
+                                 self.schedule.dp_rank, self.schedule.dp_size)  # fmt: skip
+        for chunk in self.chunks:
+            chunk.eval()
+        try:
+            with torch.no_grad():
+                losses = self.forward_backward(
+                    forward_step_func=self.forward_step,
+                    data_iterator=self._iterators(schedule.micro_batches(0)),
+                    model=self.chunks,
+                    num_microbatches=schedule.num_micro_batches,
+                    seq_length=self.run.data.seq_length,
+                    micro_batch_size=self.plan.micro_batch_size,
+                    forward_only=True,
+                )
+        finally:
+            for chunk in self.chunks:
+                chunk.train()
+        loss, task_losses, _ = self._reduce_losses(losses)
+        return {"loss": loss, "task_losses": task_losses}
+
+    # -- logging ----------------------------------------------------------------------------------
+
+    def _routing_table(self) -> torch.Tensor:
+        """Tokens per (expert, task slot, gate/forced), summed over layers and ranks (collective)."""
+        from nemo_neko.moe.stats import collect_routing_stats
+
+        layers = [
+            m for chunk in self.chunks for m in chunk.modules() if hasattr(m, "routing_stats")
+        ]
+        stats = collect_routing_stats(layers, group=self.ps.get_expert_model_parallel_group())
+        table = torch.zeros(self.run.model.num_experts, self.num_tasks + 1, 2, dtype=torch.float64)
+        for counts in stats.values():
+            table += counts.double()
+        dist.all_reduce(table, group=self.ps.get_expert_data_parallel_group())
+        dist.all_reduce(table, group=self.ps.get_pipeline_model_parallel_group())
+        return table
+
+    def _aux_losses(self) -> dict[str, float]:
+        from nemo_neko.compat import megatron as mc
+
+        moe_layers = max(
+            1, sum(self.run.model.is_moe_layer(i) for i in range(self.run.model.num_layers))
+        )
+        values = {}
+        for name in ("load_balancing_loss", "z_loss"):
+            tensor = mc.local_aux_loss_values(name)
+            total = torch.zeros(1, dtype=torch.float64)
+            if tensor is not None:
+                total += float(tensor.sum())
+            dist.all_reduce(total, group=self.ps.get_pipeline_model_parallel_group())  # all layers
+            if tensor is not None or total.item():
+                values[name] = total.item() / moe_layers / self.plan.micro_batches_per_step
+        mc.clear_aux_losses()
+        return values
+
+    def _log_step(self, result: dict, tokens_per_s: float) -> None:
+        run = self.run
+        names = [spec.name for spec in run.data.train]
+        scalars = {"loss": result["loss"], "grad_norm": result["grad_norm"],
+                   "lr": self.scheduler.optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
+                   "target_tokens": result["target_tokens"]}  # fmt: skip
+        scalars.update({f"loss/{n}": v for n, v in zip(names, result["task_losses"])})
+        scalars.update(self._aux_losses())
+        line = None
+        if self.step % run.train.log_interval == 0 or self.step == self.total_steps:
+            table = self._routing_table()
+            for t, name in enumerate(names):
+                for e in range(run.model.num_experts):
+                    scalars[f"routing/{name}/expert{e}"] = float(table[e, t + 1].sum())
+            total = float(table.sum())
+            scalars["routing/forced_share"] = float(table[..., 1].sum()) / total if total else 0.0
+            line = (
+                f"step {self.step:>6}/{self.total_steps} | loss {result['loss']:.4f}"
+                f" | lb {scalars.get('load_balancing_loss', float('nan')):.3f}"
+                f" | lr {scalars['lr']:.2e} | gnorm {result['grad_norm']:.3f}"
+                f" | {tokens_per_s / 1e3:.1f}k tok/s | ETA {self.logger.eta(self.step)}"
+            )
+        self.logger.log(self.step, scalars, kind="train", line=line)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        self.maybe_resume()
+        self.logger.note(
+            f"training {self.run.model.name}: {self.total_steps} steps of {self.plan.global_batch_sequences} "
+            f"sequences x {self.run.data.seq_length} tokens ({self.plan.micro_batches_per_step} micro-batches "
+            f"of {self.plan.micro_batch_size} per rank), {len(self.mixture)} sequences over {self.run.train.epochs} epochs"
+        )
+        last = {}
+        while self.step < self.total_steps:
+            start = time.perf_counter()
+            result = self.train_step()
+            elapsed = time.perf_counter() - start
+            tokens = self.plan.tokens_per_step
+            self._log_step(result, tokens / elapsed)
+            last = result
+            if self.run.train.eval_interval and self.step % self.run.train.eval_interval == 0:
+                self._log_validation()
+            if self.run.train.save_interval and self.step % self.run.train.save_interval == 0:
+                self.save()
+        if self.run.train.eval_interval and self.step % self.run.train.eval_interval:
+            self._log_validation()
+        if (
+            self.checkpointer.latest() is None
+            or self.checkpointer.latest().name != f"step_{self.step:08d}"
+        ):
+            self.save()
+        self.logger.close()
+        return last
+
+    def _log_validation(self) -> None:
+        result = self.validate()
+        if result is None:
+            return
+        names = [spec.name for spec in self.run.data.train]
+        scalars = {
+            "loss": result["loss"],
+            **{f"loss/{n}": v for n, v in zip(names, result["task_losses"])},
+        }
+        line = f"validation at step {self.step}: loss {result['loss']:.4f} | " + " ".join(
+            f"{n} {v:.3f}" for n, v in zip(names, result["task_losses"]) if np.isfinite(v)
+        )
+        self.logger.log(self.step, scalars, kind="validation", line=line)
+
+
+def train(run, run_dir: str | Path) -> dict:
+    """Train ``run`` in ``run_dir`` (resuming from its latest checkpoint); returns the last step's figures."""
+    from nemo_neko.parallel import destroy_parallel
+
+    trainer = Trainer(run, run_dir)
+    try:
+        return trainer.fit()
+    finally:
+        destroy_parallel()

@@ -1,0 +1,136 @@
+"""One micro-batch through the model: tensors from a packed batch, task scope, per-task loss.
+
+:func:`make_forward_step` returns the ``forward_step_func`` Megatron's
+``get_forward_backward_func()`` schedules call per micro-batch. Each call:
+
+1. turns the packed micro-batch (``[B, L]`` numpy arrays) into tensors on the model's device,
+   with a block-diagonal causal mask (local attention) or ``cu_seqlens`` (Transformer Engine);
+2. runs the model inside :func:`~nemo_neko.moe.task_context.task_routing_scope`, so every NeKo
+   router of every layer sees the micro-batch's per-token task ids (sliced for SP and CP);
+3. returns the per-token losses and :func:`loss_func`, which sums the loss over target tokens and
+   reports it overall and per task (``[sum, count]`` pairs, reduced later across micro-batches
+   and data-parallel ranks). Gradients are divided by the global number of target tokens
+   (``calculate_per_token_loss``): a token-level mean over the whole global batch.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+
+from nemo_neko.data.packing import block_causal_mask, cu_seqlens
+from nemo_neko.moe.task_context import task_routing_scope
+
+
+def batch_to_tensors(
+    batch: dict[str, np.ndarray], device: torch.device, packed_attention: bool
+) -> dict:
+    """Tensors of one packed micro-batch (``[B, L]`` each) and its attention description."""
+    out = {
+        name: torch.from_numpy(np.ascontiguousarray(value)).to(device)
+        for name, value in batch.items()
+    }
+    if packed_attention:  # THD: the micro-batch as one long sequence [1, B * L]
+        out = {name: value.reshape(1, -1) for name, value in out.items()}
+        out["attention_mask"] = None
+        out["packed_seq_params"] = packed_seq_params(batch["segment_ids"], device)
+    else:
+        out["attention_mask"] = torch.from_numpy(block_causal_mask(batch["segment_ids"])).to(device)
+        out["packed_seq_params"] = None
+    return out
+
+
+def packed_seq_params(segment_ids_BL: np.ndarray, device: torch.device):
+    """Transformer Engine's THD description of a packed micro-batch (one long sequence)."""
+    from nemo_neko.compat.megatron import packed_seq_params_from_cu_seqlens
+
+    length = segment_ids_BL.shape[1]
+    pieces = [cu_seqlens(row) + b * length for b, row in enumerate(segment_ids_BL)]
+    boundaries = np.unique(np.concatenate(pieces)).astype(np.int32)
+    lengths = np.diff(boundaries)
+    return packed_seq_params_from_cu_seqlens(
+        torch.from_numpy(boundaries).to(device), int(lengths.max())
+    )
+
+
+def loss_func(
+    loss_mask: torch.Tensor, task_ids: torch.Tensor, num_tasks: int, output_tensor: torch.Tensor
+):
+    """Sum of the per-token losses over target tokens, and the figures to report.
+
+    Args:
+        loss_mask: ``[B, L]`` 1 where the next token is a target token or EOS.
+        task_ids: ``[B, L]`` dataset index of each token (-1 on padding).
+        num_tasks: datasets in the mixture.
+        output_tensor: ``[B, L]`` per-token cross-entropy from the model.
+
+    Returns:
+        ``(loss_sum, num_target_tokens, {"lm loss": [sum, count], "task loss": [T, 2]})``.
+    """
+    losses = output_tensor.float() * loss_mask.float()
+    loss_sum = losses.sum()
+    num_tokens = loss_mask.sum().to(torch.int)
+    per_task = torch.zeros(num_tasks, 2, dtype=torch.float32, device=losses.device)
+    tasks = task_ids.clamp(min=0).reshape(-1)
+    per_task[:, 0].index_add_(0, tasks, losses.detach().reshape(-1))
+    per_task[:, 1].index_add_(0, tasks, loss_mask.float().reshape(-1))
+    report = {
+        "lm loss": torch.stack([loss_sum.detach(), num_tokens.float()]),
+        "task loss": per_task,
+    }
+    return loss_sum, num_tokens, report
+
+
+def make_forward_step(
+    *,
+    num_tasks: int,
+    packed_attention: bool,
+    sequence_parallel: bool,
+    tp_group=None,
+    cp_group=None,
+    slice_for_cp=None,
+):
+    """The ``forward_step_func(data_iterator, model)`` for Megatron's schedules.
+
+    Args:
+        num_tasks: datasets in the mixture (per-task loss rows).
+        packed_attention: use ``packed_seq_params`` (Transformer Engine) instead of a mask.
+        sequence_parallel: the model scatters the sequence over ``tp_group``.
+        tp_group, cp_group: process groups for slicing the task ids like the hidden states.
+        slice_for_cp: slices a ``[B, L]`` batch dict for this CP rank (Megatron's own split);
+            required when ``cp_group`` has more than one rank.
+    """
+
+    def forward_step(data_iterator, model):
+        batch = next(data_iterator)
+        device = next(model.parameters()).device
+        tensors = batch_to_tensors(batch, device, packed_attention)
+        full_task_ids = tensors["task_ids"]
+        if cp_group is not None and cp_group.size() > 1:
+            tensors.update(
+                slice_for_cp(
+                    {
+                        k: tensors[k]
+                        for k in ("input_ids", "labels", "loss_mask", "position_ids", "task_ids")
+                    }
+                )
+            )
+        with task_routing_scope(
+            full_task_ids,
+            sequence_parallel=sequence_parallel,
+            tp_group=tp_group,
+            cp_group=cp_group,
+            num_tasks=num_tasks,
+        ):
+            output = model(
+                tensors["input_ids"],
+                tensors["position_ids"],
+                tensors["attention_mask"],
+                labels=tensors["labels"],
+                packed_seq_params=tensors["packed_seq_params"],
+            )
+        return output, partial(loss_func, tensors["loss_mask"], tensors["task_ids"], num_tasks)
+
+    return forward_step
