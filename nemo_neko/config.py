@@ -83,6 +83,9 @@ class TrainConfig:
     max_steps: int | None = None
     """Stop after this many steps (default: all full global batches of ``epochs``)."""
     use_distributed_optimizer: bool = False
+    init_from: str | None = None
+    """A model checkpoint (e.g. imported from Hugging Face) to start from when the run has no
+    checkpoint of its own: model weights only, fresh optimizer and schedule."""
     log_interval: int = 10
     eval_interval: int = 200
     eval_sequences: int = 16

@@ -184,6 +184,55 @@ def swap_moe_in_layer_spec(
     return dataclasses.replace(layer_spec, submodules=dataclasses.replace(submodules, mlp=new_mlp))
 
 
+def _local_norm_classes() -> tuple:
+    from megatron.core.transformer.torch_norm import WrappedTorchNorm
+
+    classes = [WrappedTorchNorm]
+    try:
+        from megatron.core.fusions.fused_layer_norm import FusedLayerNorm
+
+        classes.append(FusedLayerNorm)
+    except ImportError:
+        pass
+    return tuple(classes)
+
+
+def swap_local_norms(layer_spec: ModuleSpec, norm_cls: type) -> ModuleSpec:
+    """Replace the local (torch/apex) norms of a transformer-layer spec by ``norm_cls``.
+
+    Covers ``input_layernorm``, ``pre_mlp_layernorm`` and the attention's q/k norms; Transformer
+    Engine specs (norms fused into the linear layers) come back unchanged.
+    """
+    local = _local_norm_classes()
+    sub = layer_spec.submodules
+    changes = {
+        name: norm_cls
+        for name in ("input_layernorm", "pre_mlp_layernorm")
+        if getattr(sub, name, None) in local
+    }
+    attention = getattr(sub, "self_attention", None)
+    if isinstance(attention, ModuleSpec) and attention.submodules is not None:
+        qk = {
+            name: norm_cls
+            for name in ("q_layernorm", "k_layernorm", "kv_layernorm")
+            if getattr(attention.submodules, name, None) in local
+        }
+        if qk:
+            changes["self_attention"] = dataclasses.replace(
+                attention, submodules=dataclasses.replace(attention.submodules, **qk)
+            )
+    if not changes:
+        return layer_spec
+    return dataclasses.replace(layer_spec, submodules=dataclasses.replace(sub, **changes))
+
+
+def swap_block_norm(block_spec: Any, norm_cls: type) -> Any:
+    """Replace the final norm of a ``TransformerBlockSubmodules`` when it is a local one."""
+    if getattr(block_spec, "layer_norm", None) in _local_norm_classes():
+        block_spec.layer_norm = norm_cls
+    return block_spec
+
+
 def build_moe_module(mlp_spec: Any, config: TransformerConfig, **kwargs) -> torch.nn.Module:
     """Instantiate an MoE ``mlp`` spec on its own (tests and benchmarks build bare layers)."""
     if isinstance(mlp_spec, ModuleSpec):

@@ -118,11 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_correct(args) -> None:
-    import logging
-    import warnings
+    from nemo_neko.train.logger import quiet_libraries
 
-    warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex|apex).*")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
     from nemo_neko.inference.correct import correct_records
 
     out = correct_records(

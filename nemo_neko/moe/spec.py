@@ -2,8 +2,9 @@
 
 Start from Megatron-Core's own GPT layer specs (local modules on CPU, Transformer Engine when it
 imports and a GPU is present) and swap the MoE module for :class:`~nemo_neko.moe.layer.NeKoMoELayer`
-with the router picked by name from :data:`ROUTERS`. Anything Megatron's MoE supports comes
-along: top-k > 2 (task expert + top-(k-1)), shared experts with or without a gate (Qwen-MoE),
+with the router picked by name from :data:`ROUTERS`; with RMSNorm and local modules, the norms
+become :class:`~nemo_neko.layers.RMSNorm` (Gemma's ``1 + w`` gain, sequence parallelism).
+Anything Megatron's MoE supports comes along: top-k > 2 (task expert + top-(k-1)), shared experts with or without a gate (Qwen-MoE),
 dense/MoE interleaving through ``moe_layer_freq``.
 
 Typical use::
@@ -21,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from nemo_neko.compat import megatron as mc
+from nemo_neko.layers.rms_norm import RMSNorm
 from nemo_neko.moe.config import TaskRoutingConfig
 from nemo_neko.moe.layer import NeKoMoELayer
 from nemo_neko.moe.router import TaskGuidedRouter
@@ -92,9 +94,10 @@ def neko_layer_spec(
             qk_layernorm=qk_layernorm,
             normalization=normalization,
         )
-    return mc.swap_moe_in_layer_spec(
+    spec = mc.swap_moe_in_layer_spec(
         spec, NeKoMoELayer, router_builder(router, routing), _neko_params(routing)
     )
+    return mc.swap_local_norms(spec, RMSNorm) if normalization == "RMSNorm" else spec
 
 
 def neko_decoder_block_spec(
@@ -118,4 +121,7 @@ def neko_decoder_block_spec(
         mc.swap_moe_in_layer_spec(spec, NeKoMoELayer, build_router, _neko_params(routing))
         for spec in block.layer_specs
     ]
+    if config.normalization == "RMSNorm":  # local specs: RMSNorm with (1 + w) and SP support
+        block.layer_specs = [mc.swap_local_norms(spec, RMSNorm) for spec in block.layer_specs]
+        mc.swap_block_norm(block, RMSNorm)
     return block

@@ -7,7 +7,6 @@ The launcher (``python launch/run.py``) writes the config and runs this for you.
 """
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -18,10 +17,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("config", help="a run's config.yaml (its folder is the run directory)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import warnings
+    from nemo_neko.train.logger import quiet_libraries
 
-    warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex|apex).*")
+    quiet_libraries()
     from nemo_neko.config import load_run_config
     from nemo_neko.train.loop import train
 

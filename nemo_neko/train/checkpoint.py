@@ -104,6 +104,16 @@ class Checkpointer:
             raise RuntimeError(f"{pointer} names {path.name}, which is not a complete checkpoint")
         return path
 
+    def resolve_model_path(self) -> Path:
+        """A model checkpoint to initialise from: ``root`` itself, or its ``latest``."""
+        if (self.root / "latest").exists():
+            return self.latest()
+        if not (self.root / "metadata.json").exists():
+            raise FileNotFoundError(
+                f"{self.root}: neither a distributed checkpoint nor a checkpoint folder with 'latest'"
+            )
+        return self.root
+
     def clean_incomplete(self) -> None:
         """Remove interrupted saves (rank 0, collective barrier)."""
         if _rank() == 0 and self.root.exists():
@@ -121,11 +131,11 @@ class Checkpointer:
         if _rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            (tmp / "rng").mkdir()
         _barrier()
         sharded = model_sharded_state_dict(chunks)
         sharded["optimizer"] = optimizer.sharded_state_dict(sharded, metadata=SHARDED_METADATA)
-        dist_checkpointing.save(sharded, str(tmp))
+        dist_checkpointing.save(sharded, str(tmp))  # into an empty folder
+        (tmp / "rng").mkdir(exist_ok=True)
         torch.save(rng_state(), tmp / "rng" / f"rank_{_rank():05d}.pt")
         if _rank() == 0:
             torch.save(trainer_state, tmp / "trainer_state.pt")
@@ -147,7 +157,9 @@ class Checkpointer:
             if old.name != keep_name:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def load(self, path: str | os.PathLike, chunks, optimizer=None) -> dict:
+    def load(
+        self, path: str | os.PathLike, chunks, optimizer=None, trainer_state_required: bool = True
+    ) -> dict:
         """Collective: load model (and optimizer) states from ``path``; returns the trainer state.
 
         The caller restores the scheduler and data position from the returned dict. RNG states are
@@ -156,7 +168,11 @@ class Checkpointer:
         from nemo_neko.compat.megatron import dist_checkpointing
 
         path = Path(path)
-        trainer_state = torch.load(path / "trainer_state.pt", weights_only=False)
+        state_file = path / "trainer_state.pt"
+        if trainer_state_required or state_file.exists():
+            trainer_state = torch.load(state_file, weights_only=False)
+        else:
+            trainer_state = {}
         sharded = model_sharded_state_dict(chunks)
         if optimizer is not None:
             sharded["optimizer"] = optimizer.sharded_state_dict(
@@ -172,7 +188,9 @@ class Checkpointer:
             optimizer.load_state_dict(align_optimizer_state(optimizer, state["optimizer"]))
         rng_file = path / "rng" / f"rank_{_rank():05d}.pt"
         world = dist.get_world_size() if dist.is_initialized() else 1
-        if rng_file.exists() and trainer_state.get("world_size") == world:
+        if optimizer is None:
+            pass  # model weights only (initialisation, correction): the run keeps its own seeds
+        elif rng_file.exists() and trainer_state.get("world_size") == world:
             set_rng_state(torch.load(rng_file, weights_only=False))
         else:
             log.warning(

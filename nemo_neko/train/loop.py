@@ -154,6 +154,12 @@ class Trainer:
         self.checkpointer.clean_incomplete()
         latest = self.checkpointer.latest()
         if latest is None:
+            if self.run.train.init_from:
+                source = Checkpointer(self.run.train.init_from).resolve_model_path()
+                self.checkpointer.load(
+                    source, self.chunks, optimizer=None, trainer_state_required=False
+                )
+                self.logger.note(f"initialised the model from {source}")
             return
         state = self.checkpointer.load(latest, self.chunks, self.optimizer)
         if state["task_names"] != list(self.routing.task_names):

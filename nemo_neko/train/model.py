@@ -18,9 +18,22 @@ from nemo_neko.layout import ParallelLayout
 ACTIVATIONS = {
     "swiglu": ("silu", True),
     "geglu": ("gelu", True),
+    "geglu_tanh": ("gelu_tanh", True),
     "gelu": ("gelu", False),
 }
-"""activation name -> (``torch.nn.functional`` function, gated linear unit)."""
+"""activation name -> (function, gated linear unit); ``gelu_tanh`` is the tanh-approximated GELU
+(Gemma's ``gelu_pytorch_tanh``), the others are ``torch.nn.functional`` functions."""
+
+
+def activation_function(name: str):
+    """The callable for an :data:`ACTIVATIONS` function name."""
+    import functools
+
+    import torch.nn.functional as F
+
+    if name == "gelu_tanh":
+        return functools.partial(F.gelu, approximate="tanh")
+    return getattr(F, name)
 
 
 @dataclass
@@ -65,7 +78,7 @@ class ModelConfig:
     layernorm_zero_centered_gamma: bool = False
     """Gemma's RMSNorm scales by (1 + w)."""
     activation: str = "swiglu"
-    """swiglu (Mixtral, Qwen), geglu (Gemma), gelu."""
+    """swiglu (Mixtral, Qwen), geglu_tanh (Gemma), geglu, gelu."""
     add_qkv_bias: bool = False
     """Bias on the QKV projection (Qwen)."""
     qk_layernorm: bool = False
@@ -161,7 +174,6 @@ class ModelConfig:
 def transformer_config(model: ModelConfig, layout: ParallelLayout | None = None, **overrides):
     """Megatron ``TransformerConfig`` for ``model`` under ``layout`` (default: the model's own)."""
     import torch
-    import torch.nn.functional as F
 
     from nemo_neko.compat import megatron as mc
 
@@ -169,7 +181,7 @@ def transformer_config(model: ModelConfig, layout: ParallelLayout | None = None,
     if model.activation not in ACTIVATIONS:
         raise ValueError(f"model {model.name!r}: activation must be one of {sorted(ACTIVATIONS)}")
     function_name, gated = ACTIVATIONS[model.activation]
-    activation = getattr(F, function_name)
+    activation = activation_function(function_name)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[model.params_dtype]
     settings = dict(
         num_layers=model.num_layers,

@@ -36,14 +36,21 @@ def _train(rank, world_size, layout, overrides):
         BATCH, SEQ
     )  # one task per sample
     position_ids = torch.arange(SEQ).expand(BATCH, SEQ)
+    tp_group = mc.parallel_state.get_tensor_model_parallel_group()
     losses = []
     model.train()
     for _ in range(STEPS):
-        with task_routing_scope(task_ids):
+        with task_routing_scope(
+            task_ids, sequence_parallel=layout.sequence_parallel, tp_group=tp_group
+        ):
             loss_BS = model(tokens[:, :-1], position_ids, causal_mask(SEQ), labels=tokens[:, 1:])
         loss = loss_BS.float().mean()
         optimizer.zero_grad()
         loss.backward()
+        if layout.sequence_parallel:  # what Megatron's DDP does for sequence-parallel weights
+            for p in model.parameters():
+                if getattr(p, "sequence_parallel", False) and p.grad is not None:
+                    torch.distributed.all_reduce(p.grad, group=tp_group)
         optimizer.step()
         losses.append(loss.item())
         mc.clear_aux_losses()
@@ -65,3 +72,10 @@ def test_tiny_gpt_loss_falls():
 def test_tiny_gpt_loss_falls_with_expert_parallel_2():
     # both ranks see the same batch, so the replicated (non-expert) gradients agree without DDP
     run_distributed(_train, 2, ParallelLayout(expert=2), dict(expert_model_parallel_size=2))
+
+
+@pytest.mark.slow
+def test_tiny_gpt_loss_falls_with_tp2_sequence_parallel():
+    # every norm is NeKo's RMSNorm here: Megatron's torch norm refuses sequence parallelism
+    layout = ParallelLayout(tensor=2, sequence_parallel=True)
+    run_distributed(_train, 2, layout, dict(tensor_model_parallel_size=2, sequence_parallel=True))
