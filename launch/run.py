@@ -3,6 +3,8 @@
     python launch/run.py                                  # the embedded default (tiny, CPU)
     python launch/run.py train.epochs=1 cluster.nproc_per_node=2
     python launch/run.py dry_run=true                     # print config, layout, parameter counts
+    python launch/run.py cluster=slurm model=8x22b cluster.account=<a> cluster.partition=<p>
+    python launch/run.py cluster=slurm_local model=tiny   # the one-node cluster of scripts/slurm_local
 
 Everything a run needs comes from conf/ and the command-line overrides; this file holds no logic.
 """

@@ -80,6 +80,10 @@ class TrainConfig:
     global_batch_tokens: int = 2_000_000
     """Tokens per optimizer step (the paper: 2M); turned into sequences of ``data.seq_length``."""
     micro_batch_size: int = 1
+    prompt_loss_weight: float = 0.0
+    """Weight of an auxiliary next-token loss on the prompt tokens, relative to a target token
+    (0 = the paper: loss on the target only). Reported losses stay target-only. A model trained
+    from scratch (the tiny default) uses it to learn copying from the N-best lists quickly."""
     max_steps: int | None = None
     """Stop after this many steps (default: all full global batches of ``epochs``)."""
     use_distributed_optimizer: bool = False
@@ -111,14 +115,107 @@ class GenerateConfig:
 
 @dataclass
 class ClusterConfig:
-    """Where the run executes (``local``: torchrun in place; ``slurm``: sbatch)."""
+    """Where the run executes: ``local`` (torchrun in place) or ``slurm`` (an sbatch job).
 
+    The world is ``nnodes x nproc_per_node`` processes; the launcher checks the model's parallel
+    layout against it before anything starts or is submitted. Model configs set the size their
+    default layout needs (Mixtral 8x7B: 8 nodes x 8 GPUs); cluster configs add where and how.
+    ``local`` ignores the Slurm fields.
+    """
+
+    name: str = "local"
+    """Name of this cluster configuration (``conf/cluster/<name>.yaml``)."""
     kind: str = "local"
-    nproc_per_node: int = 1
+    """``local`` (torchrun in place) or ``slurm`` (render an sbatch script and submit it)."""
     nnodes: int = 1
+    """Nodes."""
+    nproc_per_node: int = 1
+    """Processes (ranks) per node: one per GPU, or CPU processes on a machine without GPUs."""
     backend: str | None = None
     """torch.distributed backend; None = nccl on GPU, gloo on CPU."""
     master_port: int = 29500
+    """Rendezvous port on the first node."""
+    master_addr: str = "127.0.0.1"
+    """``local`` with ``nnodes > 1``: address of node 0 (Slurm jobs take their first node)."""
+    node_rank: int = 0
+    """``local`` with ``nnodes > 1``: this node's rank; run the same command on every node."""
+    launcher: str = "srun"
+    """``slurm``: ``srun`` (one task per rank) or ``torchrun`` (one task per node, torchrun
+    starting ``nproc_per_node`` ranks)."""
+    partition: str | None = None
+    """``slurm``: partition (``--partition``); None = the cluster's default."""
+    account: str | None = None
+    """``slurm``: account to charge (``--account``); None = your default account."""
+    gpus_per_node: int = 0
+    """``slurm``: GPUs requested per node (``--gpus-per-node``); 0 = a CPU job. With GPUs it must
+    equal ``nproc_per_node`` (one rank per GPU)."""
+    cpus_per_task: int | None = None
+    """``slurm``: CPU cores per task (``--cpus-per-task``); None = Slurm's default."""
+    mem: str | None = None
+    """``slurm``: memory per node (``--mem``, e.g. ``0`` = all of it); None = Slurm's default."""
+    time: str | None = None
+    """``slurm``: time limit (``--time``, e.g. ``04:00:00``); None = the partition's limit."""
+    job_name: str | None = None
+    """``slurm``: job name; None = the run's ``name``."""
+    exclusive: bool = False
+    """``slurm``: whole nodes only (``--exclusive``)."""
+    requeue: bool = True
+    """``slurm``: requeue the job when a node fails (``--requeue``); the requeued job resumes from
+    the run's latest checkpoint and appends to the same log."""
+    container_image: str | None = None
+    """``slurm``: Pyxis/enroot image for every step (``srun --container-image``), e.g.
+    ``nvcr.io#nvidia/nemo:25.11`` or a ``.sqsh`` file; None = run on the host."""
+    container_mounts: list[str] = field(default_factory=list)
+    """``slurm`` with a container: extra ``SRC:DST`` mounts (data, checkpoints). The launch
+    directory, and the run directory when outside it, are always mounted at their own paths."""
+    env: dict[str, str] = field(default_factory=dict)
+    """``slurm``: environment variables exported by the job script (e.g. ``NCCL_DEBUG: WARN``)."""
+    srun_args: list[str] = field(default_factory=list)
+    """``slurm``: extra arguments for every ``srun`` (e.g. ``--mpi=pmix``)."""
+    sbatch_args: list[str] = field(default_factory=list)
+    """``slurm``: extra ``#SBATCH`` options (e.g. ``--qos=high``, ``--constraint=h100``)."""
+    python: str | None = None
+    """``slurm``: Python interpreter of the job steps; None = ``python`` inside a container, the
+    launcher's own interpreter otherwise (a shared file system is assumed)."""
+
+    @property
+    def world_size(self) -> int:
+        """Processes in the run: ``nnodes x nproc_per_node``."""
+        return self.nnodes * self.nproc_per_node
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the broken rule (sizes, kind, launcher, GPUs per rank)."""
+        if self.kind not in CLUSTER_KINDS:
+            raise ValueError(
+                f"cluster.kind {self.kind!r} is not supported (known: {list(CLUSTER_KINDS)})"
+            )
+        if self.nnodes < 1 or self.nproc_per_node < 1:
+            raise ValueError(
+                f"cluster {self.name!r}: nnodes ({self.nnodes}) and nproc_per_node "
+                f"({self.nproc_per_node}) must be >= 1"
+            )
+        if self.kind == "local" and not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(
+                f"cluster {self.name!r}: node_rank={self.node_rank} is not in [0, {self.nnodes})"
+            )
+        if self.kind == "slurm":
+            if self.launcher not in ("srun", "torchrun"):
+                raise ValueError(
+                    f"cluster {self.name!r}: launcher must be srun or torchrun, got "
+                    f"{self.launcher!r}"
+                )
+            if self.gpus_per_node < 0:
+                raise ValueError(f"cluster {self.name!r}: gpus_per_node must be >= 0")
+            if self.gpus_per_node and self.gpus_per_node != self.nproc_per_node:
+                raise ValueError(
+                    f"cluster {self.name!r}: {self.gpus_per_node} GPUs per node but "
+                    f"nproc_per_node={self.nproc_per_node}; every rank needs its own GPU "
+                    f"(set both, e.g. cluster.nproc_per_node={self.gpus_per_node})"
+                )
+
+
+CLUSTER_KINDS = ("local", "slurm")
+"""Where a run can execute (``cluster.kind``); each has its module in :mod:`nemo_neko.launch`."""
 
 
 @dataclass
@@ -218,6 +315,7 @@ def validate_run_config(run: RunConfig) -> None:
         raise ValueError(
             f"train.warmup_fraction must be in [0, 1), got {run.train.warmup_fraction}"
         )
+    run.cluster.check()
     if run.train.global_batch_tokens < run.data.seq_length:
         raise ValueError(
             f"train.global_batch_tokens={run.train.global_batch_tokens} is less than one sequence "

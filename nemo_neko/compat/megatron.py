@@ -342,3 +342,175 @@ def context_parallel_batch_slice(batch: dict) -> dict:
     from megatron.core.utils import get_batch_on_this_cp_rank
 
     return get_batch_on_this_cp_rank(batch)
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed checkpoints, tensor by tensor (nemo_neko.convert)
+#
+# The importer writes a torch_dist checkpoint from a storage-free (meta) model, one chunk at a
+# time, through Megatron's own key/shard translation and PyTorch DCP; the exporter reads any
+# block of a stored tensor back. Both use internals of dist_checkpointing.strategies.torch
+# (_replace_state_dict_keys_with_sharded_keys, mcore_to_pyt_state_dict, MCoreSavePlanner),
+# checked against 0.16.1.
+# --------------------------------------------------------------------------------------------
+
+
+def sharded_tensors_of(entry: Any) -> list:
+    """The ``ShardedTensor`` objects one ``sharded_state_dict()`` entry stands for.
+
+    A ``ShardedTensor`` is itself; a ``ShardedTensorFactory`` (e.g. the gated ``linear_fc1``,
+    saved as its gate and up halves) is built, so its tensors are views of the factory's data;
+    a ``ShardedObject`` (``_extra_state``) has none.
+    """
+    from megatron.core.dist_checkpointing.dict_utils import nested_values
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
+
+    if isinstance(entry, ShardedTensor):
+        return [entry]
+    if isinstance(entry, ShardedTensorFactory):
+        return [v for v in nested_values(entry.build()) if isinstance(v, ShardedTensor)]
+    return []
+
+
+def checkpoint_tensors(checkpoint_dir: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Global shape and dtype of every tensor in a distributed checkpoint (metadata only)."""
+    metadata = dist_checkpointing.load_tensors_metadata(str(checkpoint_dir))
+    return {key: (tuple(sh.global_shape), sh.dtype) for key, sh in metadata.items()}
+
+
+def save_streaming(
+    sharded_state_dict: dict,
+    checkpoint_dir: str,
+    resolve_chunk: Callable[..., torch.Tensor],
+    max_item_bytes: int | None = None,
+) -> None:
+    """``dist_checkpointing.save`` whose tensor data are produced one piece at a time.
+
+    ``sharded_state_dict`` may hold tensors without storage (meta device): only keys, shapes,
+    offsets and dtypes are read from it. Each stored chunk (a ``ShardedTensor`` of the state
+    dict) is written as one or more pieces: blocks of its rows along its first axis longer than
+    one, of at most ``max_item_bytes`` (None: whole chunks). A piece is asked for when it is
+    written, as ``resolve_chunk(key, chunk_global_offset, start, stop)`` -> rows
+    ``[start, stop)`` of the chunk along that axis (the singleton axes before it left out), and
+    dropped once written: memory holds one piece at a time. The result is an ordinary
+    ``torch_dist`` checkpoint (PyTorch DCP, one file per piece) that
+    :func:`dist_checkpointing.load` reads under any layout (pieces are just finer chunks).
+    Collective over the default group (a world of one in practice).
+    """
+    import dataclasses as dc
+
+    from megatron.core.dist_checkpointing.strategies import torch as mtorch
+    from megatron.core.dist_checkpointing.strategies.base import SaveShardedStrategy
+    from torch.distributed import checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex
+    from torch.distributed.checkpoint.planner import WriteItemType
+
+    class _StreamingPlanner(mtorch.MCoreSavePlanner):
+        pieces: dict = {}  # (key, piece offset) -> (chunk offset, axis, start, stop)
+
+        def create_local_plan(self):
+            plan = super().create_local_plan()
+            items = []
+            for item in plan.items:
+                if item.type == WriteItemType.BYTE_IO:
+                    items.append(item)
+                    continue
+                items += self._split(item)
+            self.plan = dc.replace(plan, items=items)
+            return self.plan
+
+        def _split(self, item):
+            chunk = item.tensor_data.chunk
+            sizes, offsets = list(chunk.sizes), list(chunk.offsets)
+            axis = next((a for a, n in enumerate(sizes) if n > 1), len(sizes) - 1)
+            row_bytes = item.tensor_data.properties.dtype.itemsize
+            for a, n in enumerate(sizes):
+                row_bytes *= n if a != axis else 1
+            if not max_item_bytes or row_bytes * sizes[axis] <= max_item_bytes:
+                self.pieces[(item.index.fqn, tuple(offsets))] = (tuple(offsets), None, None, None)
+                return [item]
+            step = max(1, max_item_bytes // row_bytes)
+            out = []
+            for start in range(0, sizes[axis], step):
+                stop = min(sizes[axis], start + step)
+                piece_offsets = list(offsets)
+                piece_offsets[axis] += start
+                piece_sizes = list(sizes)
+                piece_sizes[axis] = stop - start
+                key = (item.index.fqn, tuple(piece_offsets))
+                self.pieces[key] = (tuple(offsets), axis, start, stop)
+                piece = ChunkStorageMetadata(torch.Size(piece_offsets), torch.Size(piece_sizes))
+                out.append(
+                    dc.replace(
+                        item,
+                        index=MetadataIndex(item.index.fqn, torch.Size(piece_offsets)),
+                        tensor_data=dc.replace(item.tensor_data, chunk=piece),
+                    )
+                )
+            return out
+
+        def resolve_data(self, write_item):
+            if write_item.type == WriteItemType.BYTE_IO:
+                return super().resolve_data(write_item)
+            fqn, offset = write_item.index.fqn, tuple(int(o) for o in write_item.index.offset)
+            data = resolve_chunk(fqn, *self.pieces[(fqn, offset)])
+            sizes = torch.Size(write_item.tensor_data.chunk.sizes)
+            dtype = write_item.tensor_data.properties.dtype
+            if data.numel() != sizes.numel() or data.dtype != dtype:
+                raise ValueError(
+                    f"{fqn} at {offset}: produced {tuple(data.shape)} {data.dtype}, the "
+                    f"checkpoint expects {tuple(sizes)} {dtype}"
+                )
+            return data.contiguous().view(sizes)
+
+    class _StreamingStrategy(SaveShardedStrategy):
+        @property
+        def can_handle_sharded_objects(self):
+            return True
+
+        def save(self, state_dict, directory):
+            flat, _, _ = mtorch._replace_state_dict_keys_with_sharded_keys(
+                state_dict, keep_only_main_replica=True
+            )
+            pyt_state_dict = mtorch.mcore_to_pyt_state_dict(flat, False)
+            # one file per piece: the writer keeps every tensor of a file alive until it closes
+            writer = dcp.FileSystemWriter(str(directory), single_file_per_rank=False)
+            planner = _StreamingPlanner(dedup_replicated_tensors=False, flatten_state_dict=False)
+            planner.pieces = {}
+            dcp.save(pyt_state_dict, storage_writer=writer, planner=planner)
+
+    dist_checkpointing.save(
+        sharded_state_dict,
+        str(checkpoint_dir),
+        sharded_strategy=_StreamingStrategy("torch_dist", 1),
+    )
+
+
+def load_blocks(blocks: dict[str, tuple[str, tuple, tuple, torch.Tensor]], checkpoint_dir: str):
+    """Read blocks of stored tensors into ``out`` tensors, each block one ``load`` request.
+
+    Args:
+        blocks: name -> ``(key, global_shape, global_offset, out)``: the block of the stored
+            tensor ``key`` starting at ``global_offset`` with ``out``'s shape (singleton axes
+            included for stacked layers and experts) is read into ``out``.
+        checkpoint_dir: a distributed checkpoint.
+
+    Returns:
+        name -> the filled tensor. A part of a stacked tensor (one layer, one expert) is read
+        without the rest: access-integrity validation is off on purpose.
+    """
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    request = {
+        name: ShardedTensor(
+            key=key,
+            data=out,
+            dtype=out.dtype,
+            local_shape=tuple(out.shape),
+            global_shape=tuple(global_shape),
+            global_offset=tuple(global_offset),
+            axis_fragmentations=None,  # any block, not a grid cell
+        )
+        for name, (key, global_shape, global_offset, out) in blocks.items()
+    }
+    return dist_checkpointing.load(request, str(checkpoint_dir), validate_access_integrity=False)

@@ -1,58 +1,103 @@
-"""Launching runs: compose the config, check it, write it, run its stages where configured.
+"""Launching runs: check the composed config, then dry-run it or run it on its cluster.
 
 ``launch/run.py`` is the Hydra entry point and holds no logic; :func:`launch` does the work:
 
-* ``dry_run=true``: print the resolved config, the layout and the parameter counts; nothing runs;
-* otherwise write ``<run_dir>/config.yaml`` (the run is reproducible from it alone) and run the
-  stages (``train``, ``correct``, ``report``) on the configured cluster (:mod:`.local`).
+* check everything that can be checked before anything starts: the schema, the cluster
+  (:meth:`~nemo_neko.config.ClusterConfig.check`), the model's parallel layout against the
+  cluster's ``nnodes x nproc_per_node`` ranks, the task-to-expert mapping;
+* ``dry_run=true``: print the resolved config, the layout, the batch plan, the parameter counts
+  and what the cluster would run (the torchrun commands, or the sbatch script); nothing is
+  written, started or submitted;
+* otherwise write ``<run_dir>/config.yaml`` (the run is reproducible from it alone) and hand the
+  run to its cluster kind (:data:`RUNNERS`): :mod:`.local` runs the stages in place, :mod:`.slurm`
+  submits a job that runs them.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+
+RUNNERS = {"local": "nemo_neko.launch.local", "slurm": "nemo_neko.launch.slurm"}
+"""``cluster.kind`` -> its module: ``plan(run, run_dir) -> str`` (the dry-run text),
+``check(run)`` (what the machine must offer, e.g. sbatch; before anything is written) and
+``start(run, run_dir) -> int``."""
 
 
 def describe(run) -> str:
-    """The dry-run text: layout and parameter counts computed from the config."""
-    model = run.model
-    vocab = model.vocab_size or run.data.tokenizer.train_vocab_size
+    """The dry-run summary: parameter counts, layout, batch plan, data and stages of ``run``."""
+    from nemo_neko.train.optim import plan_batches
+
+    model, cluster = run.model, run.cluster
+    tokenizer = run.data.tokenizer
+    vocab = model.vocab_size or tokenizer.train_vocab_size
     counts = model.num_params(vocab)
+    padded = model.num_params(vocab, padded=True)["total"]
     layout = model.parallel
-    world = run.cluster.nproc_per_node * run.cluster.nnodes
-    return "\n".join([
+    world = cluster.world_size
+    dp = layout.data_parallel_size(world)
+    train = run.train
+    plan = plan_batches(train.global_batch_tokens, run.data.seq_length, train.micro_batch_size, dp)
+    source = tokenizer.path or f"a byte-level BPE of {tokenizer.train_vocab_size} trained on data"
+    lines = [
         f"model {model.name}: {counts['total'] / 1e9:.3f}B parameters total, {counts['active'] / 1e9:.3f}B active per token "
-        f"({counts['total']:,} / {counts['active']:,}; vocabulary {vocab})",
+        f"({counts['total']:,} / {counts['active']:,}; vocabulary {vocab}, {padded:,} with Megatron's padded vocabulary)",
         f"layout: TP={layout.tensor} PP={layout.pipeline} VPP={layout.virtual_pipeline} CP={layout.context} "
         f"EP={layout.expert} ETP={layout.expert_tensor or layout.tensor} SP={layout.sequence_parallel} "
-        f"on {world} processes -> DP={layout.data_parallel_size(world)}",
+        f"on {cluster.nnodes} node(s) x {cluster.nproc_per_node} = {world} processes -> DP={dp}",
+        f"batch: {plan.global_batch_sequences} sequences x {plan.seq_length} tokens = {plan.tokens_per_step:,} tokens "
+        f"per step; micro-batch {plan.micro_batch_size}, {plan.micro_batches_per_step} micro-batches per rank",
         f"data: {len(run.data.train)} training datasets -> {min(len(run.data.train), model.num_experts)} experts tied, "
-        f"{len(run.data.test)} held-out sets, sequences of {run.data.seq_length} tokens",
-        f"stages: {', '.join(run.stages)}; run dir {run.run_dir}",
-    ])  # fmt: skip
+        f"{len(run.data.test)} held-out sets; tokenizer {source}",
+        f"stages: {', '.join(run.stages)}; run dir {run.run_dir}; cluster {cluster.name} ({cluster.kind})",
+    ]  # fmt: skip
+    if model.vocab_size and not tokenizer.path:
+        lines.append(
+            f"note: {model.name} has the published vocabulary ({model.vocab_size}) but no tokenizer: to "
+            f"fine-tune the published weights set data.tokenizer.path=<Hugging Face model folder> "
+            f"and train.init_from=<its converted checkpoint>"
+        )
+    return "\n".join(lines)
+
+
+def check(run) -> None:
+    """Everything checkable before anything starts; raises ``ValueError`` naming the broken rule."""
+    from nemo_neko.layout import LayoutError
+    from nemo_neko.moe.config import TaskRoutingConfig
+
+    cluster, model = run.cluster, run.model
+    cluster.check()
+    try:
+        model.parallel.check(
+            cluster.world_size, num_experts=model.num_experts, num_layers=model.num_layers
+        )
+    except LayoutError as error:
+        raise LayoutError(
+            f"model {model.name}'s layout does not fit cluster {cluster.name} ({cluster.nnodes} "
+            f"node(s) x {cluster.nproc_per_node} processes = {cluster.world_size}): {error}. "
+            f"Set cluster.nnodes / cluster.nproc_per_node or model.parallel.*"
+        ) from error
+    if model.num_experts:  # a dense model (before upcycling) has no routing
+        TaskRoutingConfig.for_datasets(
+            [s.name for s in run.data.train], model.num_experts, run.routing.assignment
+        ).validate(model.num_experts, model.moe_router_topk)
 
 
 def launch(cfg) -> int:
-    """Run (or dry-run) the composed Hydra config ``cfg``."""
+    """Check, then dry-run or run the composed Hydra config ``cfg`` on its cluster."""
     from omegaconf import OmegaConf
 
     from nemo_neko.config import save_run_config, to_run_config
-    from nemo_neko.launch.local import run_local
-    from nemo_neko.moe.config import TaskRoutingConfig
 
     run = to_run_config(cfg)
-    world = run.cluster.nproc_per_node * run.cluster.nnodes
-    run.model.parallel.check(
-        world, num_experts=run.model.num_experts, num_layers=run.model.num_layers
-    )
-    TaskRoutingConfig.for_datasets(
-        [s.name for s in run.data.train], run.model.num_experts, run.routing.assignment
-    ).validate(run.model.num_experts, run.model.moe_router_topk)
+    check(run)
+    runner = importlib.import_module(RUNNERS[run.cluster.kind])
+    run_dir = Path(run.run_dir)
     if run.dry_run:
         print(OmegaConf.to_yaml(cfg, resolve=True))
         print(describe(run))
+        print(runner.plan(run, run_dir))
         return 0
-    run_dir = Path(run.run_dir)
+    runner.check(run)
     save_run_config(cfg, run_dir / "config.yaml")
-    if run.cluster.kind == "local":
-        return run_local(run, run_dir)
-    raise ValueError(f"cluster.kind {run.cluster.kind!r} is not supported (known: local)")
+    return runner.start(run, run_dir)

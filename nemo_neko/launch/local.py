@@ -1,16 +1,20 @@
 """``cluster=local``: run the stages in place, training under torchrun with the configured ranks.
 
 * ``train``: ``torchrun --standalone --nproc_per_node N -m nemo_neko.train <run_dir>/config.yaml``
-  (resumes from the run's latest checkpoint by itself);
+  (resumes from the run's latest checkpoint by itself); with ``cluster.nnodes > 1`` torchrun
+  meets the other nodes at ``cluster.master_addr:master_port`` as node ``cluster.node_rank``;
 * ``correct``: ``python -m nemo_neko.eval correct --run-dir <run_dir>`` (predictions of the
   held-out sets; a rerun skips records already corrected);
 * ``report``: ``python -m nemo_neko.eval report`` on the held-out records and the predictions,
   printed and written to ``<run_dir>/report.{json,md,png}``.
+
+Correction and report run on node 0 only.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -21,38 +25,81 @@ class StageFailed(RuntimeError):
 
 
 def _run(command: list[str], stage: str) -> None:
-    print(f"[{stage}] {' '.join(command)}", flush=True)
+    print(f"[{stage}] {shlex.join(command)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     completed = subprocess.run(command, env=env)
     if completed.returncode != 0:
         raise StageFailed(
-            f"stage {stage!r} failed with exit code {completed.returncode}: {' '.join(command)}"
+            f"stage {stage!r} failed with exit code {completed.returncode}: {shlex.join(command)}"
         )
 
 
-def stage_commands(run, run_dir: Path) -> dict[str, list[str]]:
-    """The command of each stage (also used by the Slurm launcher)."""
+def stage_commands(run, run_dir: Path, python: str = sys.executable) -> dict[str, list[str]]:
+    """The command of each stage for one process; ``train`` runs once per rank.
+
+    Args:
+        run: the run config.
+        run_dir: its run directory (holding ``config.yaml``).
+        python: the interpreter (the Slurm launcher passes the one of its job steps).
+    """
     config = str(run_dir / "config.yaml")
     predictions = str(run_dir / "predictions.jsonl")
     corrected = str(run_dir / "predictions.records.jsonl.gz")  # written by the correct stage
     return {
-        "train": [
-            sys.executable, "-m", "torch.distributed.run", "--standalone",
-            "--nproc_per_node", str(run.cluster.nproc_per_node),
-            "-m", "nemo_neko.train", config,
-        ],
-        "correct": [sys.executable, "-m", "nemo_neko.eval", "correct", "--run-dir", str(run_dir)],
+        "train": [python, "-m", "nemo_neko.train", config],
+        "correct": [python, "-m", "nemo_neko.eval", "correct", "--run-dir", str(run_dir)],
         "report": [
-            sys.executable, "-m", "nemo_neko.eval", "report", corrected,
+            python, "-m", "nemo_neko.eval", "report", corrected,
             "--predictions", predictions, "--json", str(run_dir / "report.json"), "--markdown", str(run_dir / "report.md"),
             "--png", str(run_dir / "report.png"),
         ],
     }  # fmt: skip
 
 
-def run_local(run, run_dir: Path) -> int:
-    """Run every configured stage in order; raise :class:`StageFailed` on the first failure."""
-    commands = stage_commands(run, run_dir)
+def torchrun(cluster, python: str = sys.executable) -> list[str]:
+    """``python -m torch.distributed.run`` starting ``cluster.nproc_per_node`` ranks on this node."""
+    command = [python, "-m", "torch.distributed.run"]
+    if cluster.nnodes == 1:
+        command.append("--standalone")
+    else:
+        command += [
+            "--nnodes", str(cluster.nnodes), "--node_rank", str(cluster.node_rank),
+            "--master_addr", cluster.master_addr, "--master_port", str(cluster.master_port),
+        ]  # fmt: skip
+    return command + ["--nproc_per_node", str(cluster.nproc_per_node)]
+
+
+def commands(run, run_dir: Path) -> list[tuple[str, list[str]]]:
+    """``(stage, command)`` in the order this node runs them."""
+    per_process = stage_commands(run, run_dir)
+    out = []
     for stage in run.stages:
-        _run(commands[stage], stage)
+        if stage == "train":
+            out.append((stage, torchrun(run.cluster) + per_process["train"][1:]))
+        elif run.cluster.node_rank == 0:
+            out.append((stage, per_process[stage]))
+    return out
+
+
+def plan(run, run_dir: Path) -> str:
+    """The dry-run text: the commands this node would run."""
+    cluster = run.cluster
+    lines = [f"local: the stages on node {cluster.node_rank} of {cluster.nnodes}"]
+    lines += [f"  [{stage}] {shlex.join(command)}" for stage, command in commands(run, run_dir)]
+    if cluster.nnodes > 1:
+        lines.append(
+            f"  run the same command on each of the {cluster.nnodes} nodes with "
+            f"cluster.node_rank=<0..{cluster.nnodes - 1}> cluster.master_addr=<node 0>"
+        )
+    return "\n".join(lines)
+
+
+def check(run) -> None:
+    """Before anything is written: nothing to check beyond the config (torchrun ships with torch)."""
+
+
+def start(run, run_dir: Path) -> int:
+    """Run every configured stage in order; raise :class:`StageFailed` on the first failure."""
+    for stage, command in commands(run, run_dir):
+        _run(command, stage)
     return 0

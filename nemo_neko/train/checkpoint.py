@@ -87,6 +87,20 @@ def set_rng_state(state: dict) -> None:
         tracker.set_states(dict(state["tracker"]))
 
 
+def check_only_extra_states_absent(path, keys) -> None:
+    """Raise unless every key the model asked for and ``path`` lacks is an ``_extra_state``.
+
+    Transformer Engine layers keep FP8 metadata in ``_extra_state`` objects that local layers
+    (and so checkpoints imported by ``nemo_neko.convert``) do not have; a model-only load
+    (``train.init_from``, correction) may go without them, never without a tensor.
+    """
+    tensors = sorted(k for k in keys if "_extra_state" not in k)
+    if tensors:
+        raise RuntimeError(
+            f"{path} lacks {len(tensors)} tensor(s) of the model, e.g. {tensors[:3]}"
+        )
+
+
 class Checkpointer:
     """Save and find complete checkpoints under ``root``."""
 
@@ -178,12 +192,18 @@ class Checkpointer:
             sharded["optimizer"] = optimizer.sharded_state_dict(
                 sharded, is_loading=True, metadata=SHARDED_METADATA
             )
-        state = dist_checkpointing.load(sharded, str(path))
-        if len(chunks) == 1:
-            unwrap(chunks[0]).load_state_dict(state["model"])
+        absent: set[str] = set()
+        if optimizer is None:  # model weights only: tolerate absent _extra_state objects
+            state, _, absent = dist_checkpointing.load(
+                sharded, str(path), strict="return_unexpected"
+            )
+            check_only_extra_states_absent(path, absent)
         else:
-            for i, chunk in enumerate(chunks):
-                unwrap(chunk).load_state_dict(state[f"model{i}"])
+            state = dist_checkpointing.load(sharded, str(path))
+        for i, chunk in enumerate(chunks):
+            loaded = state["model"] if len(chunks) == 1 else state[f"model{i}"]
+            result = unwrap(chunk).load_state_dict(loaded, strict=not absent)
+            check_only_extra_states_absent(path, result.missing_keys if absent else ())
         if optimizer is not None:
             optimizer.load_state_dict(align_optimizer_state(optimizer, state["optimizer"]))
         rng_file = path / "rng" / f"rank_{_rank():05d}.pt"

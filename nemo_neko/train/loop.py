@@ -117,6 +117,7 @@ class Trainer:
             tp_group=ps.get_tensor_model_parallel_group(),
             cp_group=ps.get_context_parallel_group(),
             slice_for_cp=mc.context_parallel_batch_slice,
+            prompt_loss_weight=run.train.prompt_loss_weight,
         )
         self.forward_backward = mc.get_forward_backward_func()
         self.is_logging_rank = (

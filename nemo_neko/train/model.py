@@ -52,6 +52,7 @@ class ModelConfig:
     ffn_hidden_size: int = 1024
     """Intermediate size of dense FFN layers (layers without experts)."""
     num_experts: int = 8
+    """Experts per MoE layer; 0 = a dense model (an imported dense checkpoint before upcycling)."""
     moe_ffn_hidden_size: int = 512
     """Intermediate size of each expert."""
     moe_router_topk: int = 2
@@ -117,15 +118,28 @@ class ModelConfig:
         return int(math.ceil(vocab / multiple) * multiple)
 
     def is_moe_layer(self, index: int) -> bool:
-        return index % self.moe_layer_freq == 0
+        return self.num_experts > 0 and index % self.moe_layer_freq == 0
 
     def num_params(
         self, tokenizer_vocab: int | None = None, padded: bool = False
     ) -> dict[str, int]:
         """Total and active (per token) parameter counts, from the config alone.
 
-        ``padded=False`` counts the vocabulary as given (what Hugging Face reports);
-        ``padded=True`` uses Megatron's padded vocabulary (what the built model holds).
+        Counts what the Megatron model holds: attention (QKV with its optional bias, output
+        projection, optional QK norms), two norms per layer, the router, the experts (all of them
+        in ``total``, ``moe_router_topk`` in ``active``), the shared expert and its gate, dense
+        FFNs in non-MoE layers, embeddings, the output layer unless tied, the final norm.
+        Mixtral 8x7B: 46.70B / 12.88B; 8x22B: 140.63B / 39.16B; Qwen1.5-MoE-A2.7B: 14.32B /
+        2.69B (the published 46.7B / 12.9B, 141B / 39B, 14.3B / 2.7B).
+
+        Args:
+            tokenizer_vocab: vocabulary size when ``vocab_size`` is unset.
+            padded: ``False`` counts the vocabulary as given (what Hugging Face reports), ``True``
+                Megatron's padded vocabulary (what the built model holds).
+
+        Returns:
+            ``{"total": ..., "active": ..., "embedding": ...}`` (``embedding``: the input
+            embedding table alone).
         """
         vocab = (
             self.padded_vocab_size(tokenizer_vocab)
@@ -190,8 +204,8 @@ def transformer_config(model: ModelConfig, layout: ParallelLayout | None = None,
         num_query_groups=model.num_query_groups,
         kv_channels=model.kv_channels,
         ffn_hidden_size=model.ffn_hidden_size,
-        num_moe_experts=model.num_experts,
-        moe_ffn_hidden_size=model.moe_ffn_hidden_size,
+        num_moe_experts=model.num_experts or None,
+        moe_ffn_hidden_size=model.moe_ffn_hidden_size if model.num_experts else None,
         moe_router_topk=model.moe_router_topk,
         moe_layer_freq=model.moe_layer_freq,
         moe_shared_expert_intermediate_size=model.moe_shared_expert_intermediate_size,
@@ -248,7 +262,7 @@ def build_model(
     Args:
         model: the model description.
         config: its Megatron ``TransformerConfig`` (:func:`transformer_config`).
-        routing: ``TaskRoutingConfig`` for the NeKo routers.
+        routing: ``TaskRoutingConfig`` for the NeKo routers (unused by a dense model).
         vocab_size: padded vocabulary size.
         max_sequence_length: longest sequence the position embeddings must cover.
         use_te: Transformer Engine layers (None = where they run).
@@ -267,7 +281,10 @@ def build_model(
         stage = vp_stage if vp_size else None
         pre = ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage)
         post = ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage)
-        spec = neko_decoder_block_spec(config, routing, use_te=use_te, vp_stage=stage)
+        if model.num_experts:
+            spec = neko_decoder_block_spec(config, routing, use_te=use_te, vp_stage=stage)
+        else:
+            spec = _dense_block_spec(config, use_te, stage)
         gpt = mc.GPTModel(
             config=config,
             transformer_layer_spec=spec,
@@ -284,6 +301,24 @@ def build_model(
             _scale_embeddings(gpt, model.embedding_multiplier)
         chunks.append(gpt)
     return chunks
+
+
+def _dense_block_spec(config, use_te: bool | None, vp_stage: int | None):
+    """Megatron's decoder block spec without experts (norms as in the NeKo spec)."""
+    from nemo_neko.compat import megatron as mc
+    from nemo_neko.layers.rms_norm import RMSNorm
+    from nemo_neko.moe.spec import resolve_use_te
+
+    block = mc.get_gpt_decoder_block_spec(
+        config,
+        use_transformer_engine=resolve_use_te(use_te),
+        normalization=config.normalization,
+        vp_stage=vp_stage,
+    )
+    if config.normalization == "RMSNorm":
+        block.layer_specs = [mc.swap_local_norms(spec, RMSNorm) for spec in block.layer_specs]
+        mc.swap_block_norm(block, RMSNorm)
+    return block
 
 
 def _scale_embeddings(gpt, multiplier: float) -> None:

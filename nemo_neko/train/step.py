@@ -55,8 +55,23 @@ def packed_seq_params(segment_ids_BL: np.ndarray, device: torch.device):
     )
 
 
+def prompt_mask(loss_mask_BL: torch.Tensor, segment_ids_BL: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` float, 1 where position j predicts a prompt token of its own sample (j + 1 in
+    the same segment, outside the target span)."""
+    same_next = torch.zeros_like(loss_mask_BL, dtype=torch.bool)
+    same_next[:, :-1] = (segment_ids_BL[:, :-1] == segment_ids_BL[:, 1:]) & (
+        segment_ids_BL[:, :-1] >= 0
+    )
+    return (same_next & (loss_mask_BL == 0)).float()
+
+
 def loss_func(
-    loss_mask: torch.Tensor, task_ids: torch.Tensor, num_tasks: int, output_tensor: torch.Tensor
+    loss_mask: torch.Tensor,
+    task_ids: torch.Tensor,
+    num_tasks: int,
+    output_tensor: torch.Tensor,
+    *,
+    prompt_weight_mask: torch.Tensor | None = None,
 ):
     """Sum of the per-token losses over target tokens, and the figures to report.
 
@@ -65,19 +80,26 @@ def loss_func(
         task_ids: ``[B, L]`` dataset index of each token (-1 on padding).
         num_tasks: datasets in the mixture.
         output_tensor: ``[B, L]`` per-token cross-entropy from the model.
+        prompt_weight_mask: ``[B, L]`` optional weights of an auxiliary loss on prompt tokens
+            (``train.prompt_loss_weight`` x :func:`prompt_mask`): added to the loss that is
+            back-propagated, still normalised by the target-token count; not reported.
 
     Returns:
-        ``(loss_sum, num_target_tokens, {"lm loss": [sum, count], "task loss": [T, 2]})``.
+        ``(loss_sum, num_target_tokens, {"lm loss": [sum, count], "task loss": [T, 2]})``;
+        the report covers target tokens only.
     """
-    losses = output_tensor.float() * loss_mask.float()
+    per_token = output_tensor.float()
+    losses = per_token * loss_mask.float()
     loss_sum = losses.sum()
+    if prompt_weight_mask is not None:
+        loss_sum = loss_sum + (per_token * prompt_weight_mask).sum()
     num_tokens = loss_mask.sum().to(torch.int)
     per_task = torch.zeros(num_tasks, 2, dtype=torch.float32, device=losses.device)
     tasks = task_ids.clamp(min=0).reshape(-1)
     per_task[:, 0].index_add_(0, tasks, losses.detach().reshape(-1))
     per_task[:, 1].index_add_(0, tasks, loss_mask.float().reshape(-1))
     report = {
-        "lm loss": torch.stack([loss_sum.detach(), num_tokens.float()]),
+        "lm loss": torch.stack([losses.sum().detach(), num_tokens.float()]),
         "task loss": per_task,
     }
     return loss_sum, num_tokens, report
@@ -91,6 +113,7 @@ def make_forward_step(
     tp_group=None,
     cp_group=None,
     slice_for_cp=None,
+    prompt_loss_weight: float = 0.0,
 ):
     """The ``forward_step_func(data_iterator, model)`` for Megatron's schedules.
 
@@ -101,22 +124,23 @@ def make_forward_step(
         tp_group, cp_group: process groups for slicing the task ids like the hidden states.
         slice_for_cp: slices a ``[B, L]`` batch dict for this CP rank (Megatron's own split);
             required when ``cp_group`` has more than one rank.
+        prompt_loss_weight: ``train.prompt_loss_weight`` (0 = target tokens only).
     """
 
     def forward_step(data_iterator, model):
         batch = next(data_iterator)
         device = next(model.parameters()).device
+        sliced = ["input_ids", "labels", "loss_mask", "position_ids", "task_ids"]
+        if prompt_loss_weight and model.training:  # from the [B, L] rows, before THD or CP
+            mask = prompt_mask(
+                torch.from_numpy(batch["loss_mask"]), torch.from_numpy(batch["segment_ids"])
+            )
+            batch = dict(batch, prompt_weights=(prompt_loss_weight * mask).numpy())
+            sliced.append("prompt_weights")
         tensors = batch_to_tensors(batch, device, packed_attention)
         full_task_ids = tensors["task_ids"]
         if cp_group is not None and cp_group.size() > 1:
-            tensors.update(
-                slice_for_cp(
-                    {
-                        k: tensors[k]
-                        for k in ("input_ids", "labels", "loss_mask", "position_ids", "task_ids")
-                    }
-                )
-            )
+            tensors.update(slice_for_cp({k: tensors[k] for k in sliced}))
         with task_routing_scope(
             full_task_ids,
             sequence_parallel=sequence_parallel,
@@ -131,6 +155,12 @@ def make_forward_step(
                 labels=tensors["labels"],
                 packed_seq_params=tensors["packed_seq_params"],
             )
-        return output, partial(loss_func, tensors["loss_mask"], tensors["task_ids"], num_tasks)
+        return output, partial(
+            loss_func,
+            tensors["loss_mask"],
+            tensors["task_ids"],
+            num_tasks,
+            prompt_weight_mask=tensors.get("prompt_weights"),
+        )
 
     return forward_step

@@ -15,7 +15,14 @@ if [ ! -d "$DIR" ]; then
     exit 0
 fi
 if [ -e "$DIR/slurm.conf" ] && command -v scancel >/dev/null 2>&1; then
-    SLURM_CONF="$DIR/slurm.conf" timeout 10 scancel --full --quiet --user="$(id -un)" 2>/dev/null
+    # Cancel what is left and wait (KillWait=5 s, then SIGKILL) until the job steps are gone:
+    # slurmstepd outlives slurmd, so the daemons stop only once no job runs.
+    export SLURM_CONF="$DIR/slurm.conf"
+    timeout 10 scancel --full --quiet --user="$(id -un)" 2>/dev/null
+    for _ in $(seq 30); do
+        [ -z "$(timeout 5 squeue -h -t RUNNING,COMPLETING,PENDING 2>/dev/null)" ] && break
+        sleep 1
+    done
 fi
 
 stop() {  # stop NAME: SIGTERM the pid in run/NAME.pid, wait, then SIGKILL

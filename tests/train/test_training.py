@@ -16,7 +16,7 @@ import torch
 from nemo_neko.testing.distributed import run_distributed
 from nemo_neko.testing.runs import write_micro_run
 from nemo_neko.train.optim import plan_batches, warmup_and_decay_steps
-from nemo_neko.train.step import loss_func
+from nemo_neko.train.step import loss_func, prompt_mask
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,6 +53,23 @@ def test_loss_is_summed_over_target_tokens_and_split_by_task():
     assert float(total) == 2 + 3 + 5 + 6 and int(count) == 4
     assert report["lm loss"].tolist() == [16.0, 4.0]
     assert report["task loss"].tolist() == [[2.0, 1.0], [3.0, 1.0], [11.0, 2.0]]
+
+
+def test_prompt_loss_weight_adds_prompt_tokens_to_the_gradient_but_not_the_report():
+    # two samples packed in one row: [p p t t EOS][p t EOS] + padding; position j predicts j + 1
+    segments = torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, -1, -1]])
+    targets = torch.tensor([[0, 1, 1, 1, 0, 0, 1, 0, 0, 0]], dtype=torch.float32)
+    prompt = prompt_mask(targets, segments)
+    assert prompt.tolist() == [[1, 0, 0, 0, 0, 1, 0, 0, 0, 0]]
+    per_token = torch.arange(1.0, 11.0).reshape(1, 10)
+    tasks = torch.tensor([[0] * 5 + [1] * 3 + [-1] * 2])
+    plain = loss_func(targets, tasks, 2, per_token)
+    weighted = loss_func(targets, tasks, 2, per_token, prompt_weight_mask=0.5 * prompt)
+    assert float(plain[0]) == 2 + 3 + 4 + 7
+    assert float(weighted[0]) == float(plain[0]) + 0.5 * (1 + 6)
+    assert int(weighted[1]) == int(plain[1]) == 4  # still normalised by target tokens
+    assert weighted[2]["lm loss"].tolist() == plain[2]["lm loss"].tolist() == [16.0, 4.0]
+    assert torch.equal(weighted[2]["task loss"], plain[2]["task loss"])
 
 
 def _train_micro(rank, world_size, config_path):
