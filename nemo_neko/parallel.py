@@ -39,16 +39,19 @@ def initialize_parallel(
     """Start torch.distributed (if needed) and Megatron's parallel state for ``layout``.
 
     Reads torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT`` when
-    the default process group does not exist yet; a plain single process becomes a world of 1.
+    the default process group does not exist yet; a plain single process becomes a world of 1
+    on a free loopback port (two of them on one machine never collide).
     """
     from nemo_neko.compat import megatron as mc
     from nemo_neko.compat.cpu import apply_cpu_shims
 
     if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29500")
         rank = int(os.environ.get("RANK", "0"))
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1 and "MASTER_PORT" not in os.environ:
+            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29500")
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend or default_backend(), rank=rank, world_size=world_size)
@@ -83,3 +86,12 @@ def destroy_parallel() -> None:
     mc.parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def free_port() -> int:
+    """An unused TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -400,7 +400,6 @@ def save_streaming(
     import dataclasses as dc
 
     from megatron.core.dist_checkpointing.strategies import torch as mtorch
-    from megatron.core.dist_checkpointing.strategies.base import SaveShardedStrategy
     from torch.distributed import checkpoint as dcp
     from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex
     from torch.distributed.checkpoint.planner import WriteItemType
@@ -463,7 +462,8 @@ def save_streaming(
                 )
             return data.contiguous().view(sizes)
 
-    class _StreamingStrategy(SaveShardedStrategy):
+    # a TorchDistSaveShardedStrategy subclass: 0.19's save() replaces any other strategy class
+    class _StreamingStrategy(mtorch.TorchDistSaveShardedStrategy):
         @property
         def can_handle_sharded_objects(self):
             return True
@@ -482,7 +482,7 @@ def save_streaming(
     dist_checkpointing.save(
         sharded_state_dict,
         str(checkpoint_dir),
-        sharded_strategy=_StreamingStrategy("torch_dist", 1),
+        sharded_strategy=_StreamingStrategy("torch_dist", 1, keep_only_main_replica=True),
     )
 
 

@@ -19,7 +19,6 @@ any rank re-raises in the caller with that rank's traceback.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -27,18 +26,13 @@ from typing import Any
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from nemo_neko.parallel import free_port
+
 BACKENDS = ("gloo",)
 """Backends the CPU test-suite runs on."""
 
 _PRELOAD = ["torch", "nemo_neko.compat.megatron", "nemo_neko.moe", "nemo_neko.parallel"]
 """Modules the fork server imports once, so that workers start without import cost."""
-
-
-def free_port() -> int:
-    """An unused TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _worker(rank: int, fn: Callable, world_size: int, port: int, backend: str, args: tuple) -> None:
