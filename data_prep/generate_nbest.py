@@ -32,17 +32,9 @@ import logging
 import os
 import sys
 
+from nemo_neko.data.cli import key_value_option
+
 CANARY_FLAGS = ("model", "method", "temperature", "beam_size", "pnc", "device", "dtype")
-
-
-def _option(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--option takes key=value, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     canary.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     canary.add_argument("--dtype", help="auto (bf16 on GPU), bfloat16, float16, float32")
     run.add_argument(
-        "--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+        "--option", action="append", type=key_value_option, default=[], metavar="KEY=VALUE",
         help="further backend option (JSON value)",
     )  # fmt: skip
     run.add_argument("--progress-interval", type=float, default=30.0)

@@ -17,19 +17,10 @@ options without a flag: ``--option key=value`` (JSON value), e.g. ``num_jobs=8``
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
-
-def _option(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--option takes key=value, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+from nemo_neko.data.cli import key_value_option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--force", action="store_true", help="rebuild complete manifests too")
         cmd.add_argument("--parts", nargs="+", default=None, help="parts or train/eval/dev/all")
         cmd.add_argument(
-            "--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+            "--option", action="append", type=key_value_option, default=[], metavar="KEY=VALUE",
             help="recipe option (JSON value)",
         )  # fmt: skip
     return parser

@@ -17,7 +17,8 @@ import sys
 from collections import defaultdict
 
 
-def _option(text: str) -> tuple[str, object]:
+def key_value_option(text: str) -> tuple[str, object]:
+    """argparse type of ``--option KEY=VALUE``: the value parsed as JSON, else kept as text."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--option takes key=value, got {text!r}")
     key, value = text.split("=", 1)
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--option",
         action="append",
-        type=_option,
+        type=key_value_option,
         default=[],
         metavar="KEY=VALUE",
         help='importer option (JSON value), e.g. max_chars=1000, task="st"',
