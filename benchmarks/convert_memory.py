@@ -71,20 +71,25 @@ def synthesize(path: Path, args) -> dict:
     shapes = {"model.embed_tokens.weight": (args.vocab, h)}
     for i in range(args.layers):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (h,),
-            p + "self_attn.q_proj.weight": (heads * d, h),
-            p + "self_attn.k_proj.weight": (kv * d, h),
-            p + "self_attn.v_proj.weight": (kv * d, h),
-            p + "self_attn.o_proj.weight": (h, heads * d),
-            p + "post_attention_layernorm.weight": (h,),
-            p + "block_sparse_moe.gate.weight": (args.experts, h),
-        })  # fmt: skip
+        shapes.update(
+            {
+                p + "input_layernorm.weight": (h,),
+                p + "self_attn.q_proj.weight": (heads * d, h),
+                p + "self_attn.k_proj.weight": (kv * d, h),
+                p + "self_attn.v_proj.weight": (kv * d, h),
+                p + "self_attn.o_proj.weight": (h, heads * d),
+                p + "post_attention_layernorm.weight": (h,),
+                p + "block_sparse_moe.gate.weight": (args.experts, h),
+            }
+        )
         for j in range(args.experts):
             e = f"{p}block_sparse_moe.experts.{j}."
             shapes.update(
-                {e + "w1.weight": (args.ffn, h), e + "w3.weight": (args.ffn, h),
-                 e + "w2.weight": (h, args.ffn)}  # fmt: skip
+                {
+                    e + "w1.weight": (args.ffn, h),
+                    e + "w3.weight": (args.ffn, h),
+                    e + "w2.weight": (h, args.ffn),
+                }
             )
     shapes.update({"model.norm.weight": (h,), "lm_head.weight": (args.vocab, h)})
     plan = [PlannedTensor(n, torch.bfloat16, s) for n, s in shapes.items()]

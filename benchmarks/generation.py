@@ -51,8 +51,6 @@ def main(argv=None) -> dict:
     from nemo_neko.parallel import ParallelLayout, destroy_parallel, initialize_parallel
     from nemo_neko.tasks import get_task
     from nemo_neko.testing.runs import CONF_DIR
-    from nemo_neko.train.loop import routing_config
-    from nemo_neko.train.model import build_model, transformer_config
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -66,19 +64,23 @@ def main(argv=None) -> dict:
         vocab_size=run.data.tokenizer.train_vocab_size,
     )
     os.environ.setdefault("MASTER_PORT", "29613")
-    initialize_parallel(ParallelLayout(), seed=0, num_experts=run.model.num_experts)
+    parallel = initialize_parallel(ParallelLayout(), seed=0, num_experts=run.model.num_experts)
     run.model.parallel = ParallelLayout()
-    config = transformer_config(run.model)
-    vocab = run.model.padded_vocab_size(tokenizer.vocab_size)
-    (model,) = build_model(
-        run.model, config, routing_config(run), vocab, run.data.seq_length, use_te=False
-    )
+    (model,) = run.model.build(
+        routing=run.task_routing(),
+        parallel=parallel,
+        tokenizer_vocab=tokenizer.vocab_size,
+        max_sequence_length=run.data.seq_length,
+        use_te=False,
+    ).chunks
     model.eval()
     builder = SampleBuilder(tokenizer, run.data.seq_length)
     prompts = [builder.inference_prompt(r, reserve=args.new_tokens + 1) for r in records]
     limits = [args.new_tokens] * len(prompts)
-    decoders = {"kv_cache": KVCacheDecoder(model, eos_id=-1, pad_id=tokenizer.pad_id),
-                "recompute": RecomputeDecoder(model, eos_id=-1, pad_id=tokenizer.pad_id)}  # fmt: skip
+    decoders = {
+        "kv_cache": KVCacheDecoder(model, eos_id=-1, pad_id=tokenizer.pad_id),
+        "recompute": RecomputeDecoder(model, eos_id=-1, pad_id=tokenizer.pad_id),
+    }
     timings = {name: [] for name in decoders}
     outputs = {}
     for _ in range(args.repeats):
@@ -101,8 +103,10 @@ def main(argv=None) -> dict:
         "ratio": round(rates["kv_cache"] / rates["recompute"], 2),
         "identical_outputs": same,
     }
-    print(f"{len(prompts)} prompts of ~{figures['mean_prompt_tokens']} tokens, {args.new_tokens} new tokens each, "
-          f"batch {args.batch_size}, {figures['threads']} CPU threads")  # fmt: skip
+    print(
+        f"{len(prompts)} prompts of ~{figures['mean_prompt_tokens']} tokens, {args.new_tokens} new tokens each, "
+        f"batch {args.batch_size}, {figures['threads']} CPU threads"
+    )
     print(
         f"  KV cache      {figures['kv_cache_tokens_per_s']:,.1f} tokens/s (median of {args.repeats})"
     )

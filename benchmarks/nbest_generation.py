@@ -76,9 +76,15 @@ def main(argv=None) -> dict:
                 method = "beam" if name == "canary-beam" else "sample"
                 backend = build_backend(
                     "canary",
-                    {"model": model, "method": method, "n": 5, "temperature": 0.3,
-                     "device": "cpu", "threads": args.threads},
-                )  # fmt: skip
+                    {
+                        "model": model,
+                        "method": method,
+                        "n": 5,
+                        "temperature": 0.3,
+                        "device": "cpu",
+                        "threads": args.threads,
+                    },
+                )
                 batch_size = args.batch_size
             lengths = [(str(i), len(a) / 16000) for i, a in enumerate(audio)]
             batches = [[index[c] for c in b] for b in plan_batches(lengths, batch_size)]

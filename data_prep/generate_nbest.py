@@ -62,9 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     canary.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     canary.add_argument("--dtype", help="auto (bf16 on GPU), bfloat16, float16, float32")
     run.add_argument(
-        "--option", action="append", type=key_value_option, default=[], metavar="KEY=VALUE",
+        "--option",
+        action="append",
+        type=key_value_option,
+        default=[],
+        metavar="KEY=VALUE",
         help="further backend option (JSON value)",
-    )  # fmt: skip
+    )
     run.add_argument("--progress-interval", type=float, default=30.0)
 
     merge = sub.add_parser("merge", help="join finished shard outputs into one manifest + records")
@@ -103,11 +107,20 @@ def run(args) -> int:
                 )
             options[flag] = value
     config = GenerateConfig(
-        cuts=args.cuts, out_dir=args.out_dir, name=args.name, dataset=args.dataset,
-        backend=args.backend, backend_options=options, n=args.n, duplicates=args.duplicates,
-        batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds, seed=args.seed,
-        shard=_shard(args.shard), progress_interval=args.progress_interval,
-    )  # fmt: skip
+        cuts=args.cuts,
+        out_dir=args.out_dir,
+        name=args.name,
+        dataset=args.dataset,
+        backend=args.backend,
+        backend_options=options,
+        n=args.n,
+        duplicates=args.duplicates,
+        batch_size=args.batch_size,
+        max_batch_seconds=args.max_batch_seconds,
+        seed=args.seed,
+        shard=_shard(args.shard),
+        progress_interval=args.progress_interval,
+    )
     report = generate_nbest(config)
     summary = {
         "cuts": str(report.cuts_path),

@@ -40,9 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--force", action="store_true", help="rebuild complete manifests too")
         cmd.add_argument("--parts", nargs="+", default=None, help="parts or train/eval/dev/all")
         cmd.add_argument(
-            "--option", action="append", type=key_value_option, default=[], metavar="KEY=VALUE",
+            "--option",
+            action="append",
+            type=key_value_option,
+            default=[],
+            metavar="KEY=VALUE",
             help="recipe option (JSON value)",
-        )  # fmt: skip
+        )
     return parser
 
 

@@ -1,8 +1,9 @@
-"""The run configuration: one typed schema (dataclasses), YAML under ``conf/`` only selects and
-overrides.
+"""The run configuration: one typed schema (dataclasses), YAML under ``nemo_neko/conf/`` only
+selects and overrides.
 
-``conf/config.yaml`` composes the groups ``model``, ``data``, ``train`` and ``cluster`` over
-:class:`RunConfig`; :func:`register_configs` puts the schema in Hydra's ConfigStore so every YAML
+The schema holds every default (the paper's training recipe is :class:`TrainConfig`'s defaults);
+``conf/config.yaml`` composes the groups ``model``, ``data`` and ``cluster`` over
+:class:`RunConfig`, each file setting only what differs; :func:`register_configs` puts the schema in Hydra's ConfigStore so every YAML
 is validated on load (unknown keys and wrong types are errors naming the key). A resolved run
 config is saved as ``<run_dir>/config.yaml`` and reloaded with :func:`load_run_config`, so every
 process of a run (torchrun ranks, Slurm tasks, the correction step) reads the same settings.
@@ -14,15 +15,46 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from nemo_neko.data.mixture import DatasetSpec
-from nemo_neko.moe.assignment import TaskAssignmentConfig
-from nemo_neko.train.model import ModelConfig
+from nemo_neko.model.config import ModelConfig
+from nemo_neko.moe.config import TaskRoutingConfig
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-STAGES = ("train", "correct", "report")
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+"""The Hydra configs shipped in the package (``conf/config.yaml`` and its groups)."""
+
+
+class Stage(StrEnum):
+    """What a run does, in order (``stages``)."""
+
+    train = "train"
+    correct = "correct"
+    report = "report"
+
+
+STAGES = tuple(s.value for s in Stage)
+
+
+class ClusterKind(StrEnum):
+    """Where a run executes (``cluster.kind``); each has its module in :mod:`nemo_neko.launch`."""
+
+    local = "local"
+    """torchrun in place."""
+    slurm = "slurm"
+    """an sbatch job."""
+
+
+class Launcher(StrEnum):
+    """How a Slurm job starts the training ranks (``cluster.launcher``)."""
+
+    srun = "srun"
+    """one task per rank."""
+    torchrun = "torchrun"
+    """one task per node, torchrun starting ``nproc_per_node`` ranks."""
 
 
 @dataclass
@@ -54,16 +86,6 @@ class DataConfig:
 
 
 @dataclass
-class RoutingSettings:
-    """NeKo's task-guided routing (see :class:`nemo_neko.moe.TaskRoutingConfig`)."""
-
-    assignment: TaskAssignmentConfig = field(default_factory=TaskAssignmentConfig)
-    forcing: bool = True
-    aux_loss_counts_forced: bool = True
-    collect_routing_stats: bool = True
-
-
-@dataclass
 class TrainConfig:
     """Optimisation, schedule, logging, checkpointing."""
 
@@ -77,8 +99,9 @@ class TrainConfig:
     """Linear warm-up over this share of the steps, then cosine decay to ``min_lr``."""
     clip_grad: float = 1.0
     epochs: int = 3
-    global_batch_tokens: int = 2_000_000
-    """Tokens per optimizer step (the paper: 2M); turned into sequences of ``data.seq_length``."""
+    global_batch_tokens: int = 2_097_152
+    """Tokens per optimizer step (the paper: 2M = 512 sequences of 4096); turned into sequences of
+    ``data.seq_length``."""
     micro_batch_size: int = 1
     prompt_loss_weight: float = 0.0
     """Weight of an auxiliary next-token loss on the prompt tokens, relative to a target token
@@ -125,7 +148,7 @@ class ClusterConfig:
 
     name: str = "local"
     """Name of this cluster configuration (``conf/cluster/<name>.yaml``)."""
-    kind: str = "local"
+    kind: ClusterKind = ClusterKind.local
     """``local`` (torchrun in place) or ``slurm`` (render an sbatch script and submit it)."""
     nnodes: int = 1
     """Nodes."""
@@ -139,7 +162,7 @@ class ClusterConfig:
     """``local`` with ``nnodes > 1``: address of node 0 (Slurm jobs take their first node)."""
     node_rank: int = 0
     """``local`` with ``nnodes > 1``: this node's rank; run the same command on every node."""
-    launcher: str = "srun"
+    launcher: Launcher = Launcher.srun
     """``slurm``: ``srun`` (one task per rank) or ``torchrun`` (one task per node, torchrun
     starting ``nproc_per_node`` ranks)."""
     partition: str | None = None
@@ -183,12 +206,16 @@ class ClusterConfig:
         """Processes in the run: ``nnodes x nproc_per_node``."""
         return self.nnodes * self.nproc_per_node
 
+    def __post_init__(self) -> None:
+        for name, choices in (("kind", ClusterKind), ("launcher", Launcher)):
+            value = getattr(self, name)
+            if value not in tuple(choices):
+                known = " or ".join(c.value for c in choices)
+                raise ValueError(f"cluster {self.name!r}: {name} must be {known}, got {value!r}")
+            setattr(self, name, choices(value))
+
     def check(self) -> None:
-        """Raise ``ValueError`` naming the broken rule (sizes, kind, launcher, GPUs per rank)."""
-        if self.kind not in CLUSTER_KINDS:
-            raise ValueError(
-                f"cluster.kind {self.kind!r} is not supported (known: {list(CLUSTER_KINDS)})"
-            )
+        """Raise ``ValueError`` naming the broken rule (sizes, node rank, GPUs per rank)."""
         if self.nnodes < 1 or self.nproc_per_node < 1:
             raise ValueError(
                 f"cluster {self.name!r}: nnodes ({self.nnodes}) and nproc_per_node "
@@ -199,11 +226,6 @@ class ClusterConfig:
                 f"cluster {self.name!r}: node_rank={self.node_rank} is not in [0, {self.nnodes})"
             )
         if self.kind == "slurm":
-            if self.launcher not in ("srun", "torchrun"):
-                raise ValueError(
-                    f"cluster {self.name!r}: launcher must be srun or torchrun, got "
-                    f"{self.launcher!r}"
-                )
             if self.gpus_per_node < 0:
                 raise ValueError(f"cluster {self.name!r}: gpus_per_node must be >= 0")
             if self.gpus_per_node and self.gpus_per_node != self.nproc_per_node:
@@ -214,10 +236,6 @@ class ClusterConfig:
                 )
 
 
-CLUSTER_KINDS = ("local", "slurm")
-"""Where a run can execute (``cluster.kind``); each has its module in :mod:`nemo_neko.launch`."""
-
-
 @dataclass
 class RunConfig:
     """Everything a run needs."""
@@ -225,15 +243,24 @@ class RunConfig:
     name: str = "neko"
     run_dir: str = "runs/${name}"
     seed: int = 1234
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    stages: list[Stage] = field(default_factory=lambda: list(Stage))
     """What the launcher runs, in order: train, correct, report."""
     dry_run: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    routing: TaskRoutingConfig = field(default_factory=TaskRoutingConfig)
+    """Task-guided routing: the dataset -> expert assignment and the switches (resolved against
+    ``data.train`` by :meth:`task_routing`)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def task_routing(self) -> TaskRoutingConfig:
+        """The routing the model's layers use: training dataset ``i`` is task ``i``, mapped to
+        its expert by ``routing.assignment``; empty for a dense model (nothing to route)."""
+        if not self.model.num_experts:
+            return TaskRoutingConfig()
+        return self.routing.resolve([spec.name for spec in self.data.train], self.model.num_experts)
 
 
 def _asset(relative: str) -> str:
@@ -276,7 +303,7 @@ def save_run_config(cfg: Any, path: str | os.PathLike) -> None:
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     container = OmegaConf.to_container(
-        OmegaConf.structured(cfg) if not _is_omega(cfg) else cfg, resolve=True
+        OmegaConf.structured(cfg) if not _is_omega(cfg) else cfg, resolve=True, enum_to_str=True
     )
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(OmegaConf.to_yaml(container))
@@ -300,9 +327,6 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
 
 def validate_run_config(run: RunConfig) -> None:
     """Raise ``ValueError`` naming the broken rule; runs before anything is built."""
-    unknown = [s for s in run.stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"stages {unknown} unknown (known: {list(STAGES)})")
     if run.data.train:
         _check_specs(run.data.train, "data.train")
     if run.data.test:

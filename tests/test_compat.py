@@ -75,3 +75,54 @@ def _check_cpu_rng_tracker(rank, world_size):
 
 def test_cpu_rng_tracker_forks_cpu_streams():
     run_distributed(_check_cpu_rng_tracker, 1)
+
+
+def _names(kind, after_forward=None):
+    return [
+        n
+        for n in mc.PRIVATE_NAMES
+        if n.kind == kind
+        and mc.applies_to_installed(n)
+        and (after_forward is None or n.after_forward == after_forward)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["module", "class"])
+def test_every_private_megatron_name_exists_on_this_version(kind):
+    missing = [n for n in _names(kind) if not hasattr(mc.resolve_owner(n.owner), n.name)]
+    assert not missing, f"megatron-core {mc.MCORE_VERSION} lacks {missing}"
+    assert _names(kind), "the table lists names of this kind"
+
+
+def _check_instance_names(rank, world_size):
+    from nemo_neko.moe.task_context import task_routing_scope
+    from nemo_neko.testing.models import build_moe_layer, tiny_moe_config
+
+    initialize_parallel(ParallelLayout(), num_experts=8)
+    for dispatcher in ("alltoall", "allgather"):
+        config = tiny_moe_config(moe_token_dispatcher_type=dispatcher)
+        layer = build_moe_layer(config, TaskRoutingConfig(task_to_expert=[1]))
+        objects = (layer, layer.router, layer.token_dispatcher)
+        checked = 0
+        for after in (False, True):
+            if after:
+                layer.train()
+                with task_routing_scope(torch.zeros(2, 4, dtype=torch.long)):
+                    layer(torch.randn(4, 2, config.hidden_size))
+            for name in _names("instance", after_forward=after):
+                cls = mc.resolve_owner(name.owner)
+                for owner in (o for o in objects if isinstance(o, cls)):  # none: other dispatcher
+                    assert hasattr(
+                        owner, name.name
+                    ), f"megatron-core {mc.MCORE_VERSION} lacks {name}"
+                    checked += 1
+        assert checked >= 3, dispatcher
+
+
+def test_every_private_megatron_instance_attribute_exists_on_real_layers():
+    assert {n.owner.split(":")[1] for n in _names("instance")} >= {
+        "TopKRouter",
+        "MoEAlltoAllTokenDispatcher",
+        "MoEAllGatherTokenDispatcher",
+    }
+    run_distributed(_check_instance_names, 1)

@@ -20,8 +20,6 @@ killed writer never leaves a half-written manifest under the final name.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -33,6 +31,7 @@ import numpy as np
 
 from nemo_neko.asr.nbest import NBest
 from nemo_neko.data.records import RecordError
+from nemo_neko.utils.jsonl import write_jsonl
 
 LHOTSE_HINT = "lhotse manifests need lhotse: pip install lhotse"
 NBEST_KEY, SCORES_KEY, METHOD_KEY = "nbest", "nbest_scores", "nbest_method"
@@ -160,24 +159,6 @@ def nbest_of(cut: Any) -> list[str] | None:
 
 
 def write_cuts(path: str | os.PathLike, cuts: Iterable[Any]) -> int:
-    """Write cuts as a lhotse JSONL manifest, atomically and byte-reproducibly. Returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    count = 0
-    try:
-        with open(tmp, "wb") as raw:
-            binary = (
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
-                if path.name.endswith(".gz")
-                else raw
-            )
-            with io.TextIOWrapper(binary, encoding="utf-8", newline="\n") as fh:
-                for cut in cuts:
-                    fh.write(json.dumps(cut.to_dict(), ensure_ascii=False) + "\n")
-                    count += 1
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return count
+    """Write cuts as a lhotse JSONL manifest, atomically and byte-reproducibly
+    (:func:`nemo_neko.utils.jsonl.write_jsonl`). Returns the count."""
+    return write_jsonl(path, (json.dumps(cut.to_dict(), ensure_ascii=False) for cut in cuts))

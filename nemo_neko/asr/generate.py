@@ -34,8 +34,9 @@ from nemo_neko.asr.backends import backend_class, build_backend
 from nemo_neko.asr.backends.base import Backend
 from nemo_neko.asr.cutio import attach_nbest, load_audio, nbest_of, read_cuts, scan_cuts, write_cuts
 from nemo_neko.asr.nbest import finalize_nbest, known_policies
-from nemo_neko.asr.progress import Progress, Throughput
+from nemo_neko.asr.progress import Throughput
 from nemo_neko.asr.sharding import Shard, batch_seed, fingerprint, plan_batches
+from nemo_neko.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +234,13 @@ def generate_nbest(config: GenerateConfig, backend: Backend | None = None) -> Ge
         cuts = read_cuts(config.cuts, {cut_id for j in todo for cut_id in plan[j]})
         desc = f"{config.name} {config.shard.tag or ''}".strip()
         progress = Progress(
-            len(my_ids), done=report.resumed, desc=desc, interval=config.progress_interval
+            len(my_ids),
+            desc=desc,
+            unit="utt",
+            done=report.resumed,
+            interval=config.progress_interval,
         )
+        throughput = report.throughput
         for j in todo:
             batch = [cuts[cut_id] for cut_id in plan[j]]
             audio = [load_audio(cut) for cut in batch]
@@ -250,8 +256,11 @@ def generate_nbest(config: GenerateConfig, backend: Backend | None = None) -> Ge
                 for cut, nbest in zip(batch, results)
             ]
             write_cuts(_part_path(parts_dir, j), annotated)
-            progress.update(len(batch), sum(duration[c.id] for c in batch))
-        report.throughput = progress.close()
+            throughput.utterances += len(batch)
+            throughput.audio_seconds += sum(duration[c.id] for c in batch)
+            throughput.wall_seconds = progress.elapsed
+            progress.update(len(batch), postfix=throughput.postfix())
+        throughput.wall_seconds = progress.close()
 
     merged = {}
     for j in mine:

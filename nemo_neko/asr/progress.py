@@ -1,21 +1,15 @@
-"""Progress of long recognition runs: utterances/s and RTFx (audio seconds per wall second).
+"""Throughput of long recognition runs: utterances/s and RTFx (audio seconds per wall second).
 
-On a terminal a tqdm bar shows both rates; elsewhere (Slurm logs, CI) a plain line is logged
-every ``interval`` seconds and at the end. Rates count only the work done in this process, so a
-resumed run reports its own speed; the bar starts at the already-finished count.
+The meter itself (done/total, rate, ETA, a bar or log lines) is the shared
+:class:`nemo_neko.utils.progress.Progress`; :class:`Throughput` adds the audio side, shown as the
+meter's postfix (``RTFx 25.3``). Rates count only the work done in this process.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-import time
 from dataclasses import dataclass
-from typing import IO
 
-log = logging.getLogger(__name__)
-
-__all__ = ["Progress", "Throughput"]
+__all__ = ["Throughput"]
 
 
 @dataclass
@@ -50,64 +44,6 @@ class Throughput:
             "rtfx": round(self.rtfx, 3),
         }
 
-
-class Progress:
-    """A progress meter over utterances.
-
-    Args:
-        total: utterances in the whole job (finished ones included).
-        done: utterances already finished before this run (resumed work).
-        desc: label.
-        stream: where the bar goes (default stderr); a bar only when it is a terminal.
-        interval: seconds between plain log lines when there is no terminal.
-    """
-
-    def __init__(
-        self,
-        total: int,
-        *,
-        done: int = 0,
-        desc: str = "n-best",
-        stream: IO[str] | None = None,
-        interval: float = 30.0,
-    ):
-        self.total, self.done, self.desc, self.interval = total, done, desc, interval
-        self.stats = Throughput()
-        self._start = time.perf_counter()
-        self._last_line = self._start
-        stream = stream if stream is not None else sys.stderr
-        self._bar = None
-        if getattr(stream, "isatty", lambda: False)():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, initial=done, desc=desc, unit="utt", file=stream)
-
-    def update(self, utterances: int, audio_seconds: float) -> None:
-        """Count one finished batch."""
-        self.done += utterances
-        self.stats.utterances += utterances
-        self.stats.audio_seconds += audio_seconds
-        now = time.perf_counter()
-        self.stats.wall_seconds = now - self._start
-        if self._bar is not None:
-            self._bar.update(utterances)
-            self._bar.set_postfix_str(self._rates())
-        elif now - self._last_line >= self.interval:
-            self._last_line = now
-            log.info("%s: %s", self.desc, self.line())
-
-    def _rates(self) -> str:
-        return f"{self.stats.utterances_per_second:.2f} utt/s, RTFx {self.stats.rtfx:.2f}"
-
-    def line(self) -> str:
-        """``"120/400 utterances, 3.10 utt/s, RTFx 25.3"``."""
-        return f"{self.done}/{self.total} utterances, {self._rates()}"
-
-    def close(self) -> Throughput:
-        """Stop the meter; returns this run's throughput."""
-        self.stats.wall_seconds = time.perf_counter() - self._start
-        if self._bar is not None:
-            self._bar.set_postfix_str(self._rates())
-            self._bar.close()
-        log.info("%s done: %s", self.desc, self.line())
-        return self.stats
+    def postfix(self) -> str:
+        """``"RTFx 25.30"``: the meter's extra text."""
+        return f"RTFx {self.rtfx:.2f}"

@@ -84,6 +84,86 @@ CudaRNGStatesTracker = tp_random.CudaRNGStatesTracker
 MODEL_PARALLEL_RNG_TRACKER_NAME = tp_random._MODEL_PARALLEL_RNG_TRACKER_NAME
 
 
+@dataclasses.dataclass(frozen=True)
+class MegatronName:
+    """One Megatron-Core internal nemo_neko relies on (not part of its documented API).
+
+    ``kind``: ``module`` (an attribute of the module ``owner``), ``class`` (an attribute of the
+    class ``owner``, given as ``module:Class``) or ``instance`` (an attribute an instance of that
+    class has after ``__init__``, or after one forward when ``after_forward``).
+    ``versions``: where it exists (``"all"``, or e.g. ``"<0.17"``, ``">=0.17"``).
+    """
+
+    owner: str
+    name: str
+    kind: str
+    used_by: str
+    versions: str = "all"
+    after_forward: bool = False
+
+
+_A2A = "megatron.core.transformer.moe.token_dispatcher:MoEAlltoAllTokenDispatcher"
+_AG = "megatron.core.transformer.moe.token_dispatcher:MoEAllGatherTokenDispatcher"
+_ROUTER = "megatron.core.transformer.moe.router:TopKRouter"
+_TORCH_STRATEGY = "megatron.core.dist_checkpointing.strategies.torch"
+
+PRIVATE_NAMES: tuple[MegatronName, ...] = (
+    # the model-parallel RNG tracker (CPU shims, checkpoints)
+    MegatronName("megatron.core.tensor_parallel.random", "_CUDA_RNG_STATE_TRACKER", "module", "install_rng_tracker"),
+    MegatronName("megatron.core.tensor_parallel.random", "_CUDA_RNG_STATE_TRACKER_INITIALIZED", "module", "install_rng_tracker"),
+    MegatronName("megatron.core.tensor_parallel.random", "_MODEL_PARALLEL_RNG_TRACKER_NAME", "module", "CPU RNG tracker"),
+    # the router: the selection hook and the load-balancing losses (moe/router.py)
+    MegatronName(_ROUTER, "router_replay", "instance", "TaskGuidedRouter selection hook"),
+    MegatronName(_ROUTER, "_apply_aux_loss", "class", "TaskGuidedRouter aux-loss map"),
+    MegatronName(_ROUTER, "_apply_seq_aux_loss", "class", "TaskGuidedRouter aux-loss map"),
+    MegatronName(_ROUTER, "_apply_global_aux_loss", "class", "TaskGuidedRouter aux-loss map"),
+    MegatronName("megatron.core.transformer.moe.router_replay:RouterReplay", "get_replay_topk", "class", "the selection hook's protocol"),
+    # the all-to-all dispatcher's state (moe/dispatchers.py)
+    MegatronName(_A2A, "_maybe_dtoh_and_synchronize", "class", "host split sizes on CPU"),
+    MegatronName(_A2A, "input_splits", "instance", "task codes all-to-all", after_forward=True),
+    MegatronName(_A2A, "output_splits", "instance", "task codes all-to-all", after_forward=True),
+    MegatronName(_A2A, "output_splits_tp", "instance", "task codes TP gather", after_forward=True),
+    MegatronName(_A2A, "num_global_tokens_per_local_expert", "instance", "task codes sort", after_forward=True),
+    MegatronName(_A2A, "sort_input_by_local_experts", "instance", "task codes sort"),
+    MegatronName(_A2A, "routing_map", "instance", "task codes permutation", after_forward=True),
+    MegatronName(_A2A, "drop_and_pad", "instance", "capacity padding"),
+    MegatronName(_A2A, "capacity", "instance", "capacity padding", after_forward=True),
+    MegatronName(_AG, "local_map", "instance", "received tokens", after_forward=True),
+    MegatronName(_AG, "tp_ep_group", "instance", "task gather"),
+    # auxiliary-loss logging
+    MegatronName("megatron.core.transformer.moe.moe_utils", "get_moe_layer_wise_logging_tracker", "module", "local_aux_loss_values", "<0.17"),
+    MegatronName("megatron.core.transformer.moe.moe_utils", "clear_aux_losses_tracker", "module", "clear_aux_losses", "<0.17"),
+    MegatronName("megatron.core.transformer.moe.moe_logging", "get_moe_metrics_tracker", "module", "local_aux_loss_values", ">=0.17"),
+    # streaming distributed-checkpoint writes (nemo_neko.convert)
+    MegatronName(_TORCH_STRATEGY, "_replace_state_dict_keys_with_sharded_keys", "module", "save_streaming"),
+    MegatronName(_TORCH_STRATEGY, "mcore_to_pyt_state_dict", "module", "save_streaming"),
+    MegatronName(_TORCH_STRATEGY, "MCoreSavePlanner", "module", "save_streaming"),
+    MegatronName(_TORCH_STRATEGY, "TorchDistSaveShardedStrategy", "module", "save_streaming"),
+)  # fmt: skip
+"""Every Megatron-Core internal the project relies on; ``tests/test_compat.py`` asserts that each
+one exists on the installed version (the instance ones on real layers)."""
+
+
+def applies_to_installed(name: MegatronName) -> bool:
+    """True when ``name`` is expected on the installed megatron-core."""
+    if name.versions == "all":
+        return True
+    if name.versions.startswith(">="):
+        return MCORE_VERSION >= Version(name.versions[2:])
+    if name.versions.startswith("<"):
+        return MCORE_VERSION < Version(name.versions[1:])
+    raise ValueError(f"{name}: versions must be 'all', '>=X' or '<X'")
+
+
+def resolve_owner(owner: str) -> Any:
+    """The module (``a.b``) or class (``a.b:C``) a :class:`MegatronName` belongs to."""
+    import importlib
+
+    module, _, cls = owner.partition(":")
+    found = importlib.import_module(module)
+    return getattr(found, cls) if cls else found
+
+
 def transformer_engine_available() -> bool:
     """True when Transformer Engine imports (the NeMo container); False on CPU machines."""
     try:
@@ -111,6 +191,22 @@ def prepare_runtime() -> None:
     """
     if not hasattr(moe_utils, "te_general_gemm"):
         moe_utils.te_general_gemm = None
+
+
+def parallel_groups() -> dict[str, Any]:
+    """The process groups of Megatron's initialised parallel state, by
+    :class:`~nemo_neko.parallel.context.ParallelContext` field name (the one reader of the
+    ``parallel_state`` globals)."""
+    ps = parallel_state
+    return {
+        "tp": ps.get_tensor_model_parallel_group(),
+        "pp": ps.get_pipeline_model_parallel_group(),
+        "cp": ps.get_context_parallel_group(),
+        "ep": ps.get_expert_model_parallel_group(),
+        "dp": ps.get_data_parallel_group(with_context_parallel=False),
+        "dp_cp": ps.get_data_parallel_group(with_context_parallel=True),
+        "expt_dp": ps.get_expert_data_parallel_group(),
+    }
 
 
 def install_rng_tracker(tracker: Any) -> None:
@@ -251,6 +347,17 @@ def moe_mlp_spec(use_te: bool, num_experts: int, moe_grouped_gemm: bool = False)
     )
 
 
+def set_token_dispatcher(layer: MoELayer, dispatcher: Any) -> None:
+    """Make ``dispatcher`` the token dispatcher ``layer`` uses in training.
+
+    0.17+ keeps the training dispatcher a second time as ``_training_token_dispatcher`` (it
+    switches to an inference-optimised one and back); 0.16 has ``token_dispatcher`` only.
+    """
+    if getattr(layer, "_training_token_dispatcher", None) is layer.token_dispatcher:
+        layer._training_token_dispatcher = dispatcher
+    layer.token_dispatcher = dispatcher
+
+
 # --------------------------------------------------------------------------------------------
 # Auxiliary-loss tracker (dict in 0.16, MoEMetricsTracker in 0.17+)
 # --------------------------------------------------------------------------------------------
@@ -337,11 +444,20 @@ def align_optimizer_state(optimizer, loaded: dict) -> dict:
     return loaded
 
 
-def context_parallel_batch_slice(batch: dict) -> dict:
-    """Megatron's own context-parallel slicing of a ``[B, S, ...]`` batch (global CP state)."""
+def context_parallel_batch_slice(batch: dict, cp_group=None) -> dict:
+    """Megatron's own context-parallel slicing of a ``[B, S, ...]`` batch: this CP rank's two
+    chunks of ``2 x CP`` (the load-balanced causal split). ``cp_group``: None = Megatron's.
+
+    0.19 added a required ``is_hybrid_cp`` argument (and per-document balancing when the batch
+    carries ``cu_seqlens``, which ours never does: the split stays per sequence).
+    """
+    import inspect
+
     from megatron.core.utils import get_batch_on_this_cp_rank
 
-    return get_batch_on_this_cp_rank(batch)
+    if "is_hybrid_cp" in inspect.signature(get_batch_on_this_cp_rank).parameters:
+        return get_batch_on_this_cp_rank(batch, is_hybrid_cp=False, cp_group=cp_group)
+    return get_batch_on_this_cp_rank(batch, cp_group=cp_group)
 
 
 # --------------------------------------------------------------------------------------------

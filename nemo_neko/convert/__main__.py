@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _layout(args):
-    from nemo_neko.layout import ParallelLayout
+    from nemo_neko.parallel import ParallelLayout
 
     if args.tensor is None and args.pipeline is None and args.expert is None:
         return None  # --model's layout, else TP = PP = EP = 1

@@ -32,7 +32,7 @@ from nemo_neko.convert.adapters import ADAPTERS, ConversionError, adapter_for_mo
 from nemo_neko.convert.importer import copy_tokenizer, load_model_config, prepare_output
 from nemo_neko.convert.mapping import export_sources, source_rows
 from nemo_neko.convert.safetensors_io import PlannedTensor, write_hf_weights
-from nemo_neko.train.model import ModelConfig
+from nemo_neko.model.config import ModelConfig
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
 
@@ -60,7 +60,7 @@ def _imported(folder: Path) -> tuple[dict | None, Path | None, Path | None]:
 
 def resolve_source(path: str | Path) -> ExportSource:
     """Find the checkpoint, the model config, the tokenizer and the original HF config."""
-    from nemo_neko.train.checkpoint import Checkpointer
+    from nemo_neko.model.checkpoint import Checkpointer
 
     path = Path(path)
     if (path / "neko_model.yaml").exists():
@@ -105,9 +105,9 @@ def _vocab_size(model: ModelConfig, tokenizer: Path | None, padded: int) -> int:
     )
 
 
-def _open(source: ExportSource, vocab_size: int | None = None):
+def _open(source: ExportSource, parallel, vocab_size: int | None = None):
     """The model (dtype and vocabulary as stored), its skeleton's index and the padded
-    vocabulary of a checkpoint (inside a parallel state)."""
+    vocabulary of a checkpoint (inside the single-process world ``parallel``)."""
     from nemo_neko.compat import megatron as mc
     from nemo_neko.convert.megatron_io import ChunkIndex, meta_model
 
@@ -118,7 +118,7 @@ def _open(source: ExportSource, vocab_size: int | None = None):
     (padded_vocab, _), stored_dtype = stored["embedding.word_embeddings.weight"]
     model.params_dtype = DTYPE_NAMES[stored_dtype]
     model.vocab_size = vocab_size or _vocab_size(model, source.tokenizer, padded_vocab)
-    return model, ChunkIndex(meta_model(model, padded_vocab)), padded_vocab
+    return model, ChunkIndex(meta_model(model, padded_vocab, parallel)), padded_vocab
 
 
 def read_parameters(checkpoint: str | Path, names: list[str]) -> dict[str, torch.Tensor]:
@@ -127,8 +127,8 @@ def read_parameters(checkpoint: str | Path, names: list[str]) -> dict[str, torch
     from nemo_neko.convert.megatron_io import read_param, single_process_world
 
     source = resolve_source(checkpoint)
-    with single_process_world():
-        _, index, _ = _open(source)
+    with single_process_world() as parallel:
+        _, index, _ = _open(source, parallel)
         unknown = [n for n in names if n not in index.shapes]
         if unknown:
             raise KeyError(f"no parameters {unknown[:3]} in {source.checkpoint}")
@@ -198,10 +198,10 @@ def export_hf(
 def _export(source, tmp, label, dtype, architecture, vocab_size, max_shard_bytes, progress) -> dict:
     """Write the weights into ``tmp``; returns the ``config.json`` dict."""
     from nemo_neko.convert.megatron_io import read_rows, single_process_world
-    from nemo_neko.convert.progress import Progress
+    from nemo_neko.utils.progress import Progress, gibibytes
 
-    with single_process_world():
-        model, index, padded_vocab = _open(source, vocab_size)
+    with single_process_world() as parallel:
+        model, index, padded_vocab = _open(source, parallel, vocab_size)
         prefer = architecture or (source.hf_config or {}).get("model_type")
         adapter = adapter_for_model(model, prefer)
         if architecture and adapter.model_type != architecture:
@@ -234,7 +234,14 @@ def _export(source, tmp, label, dtype, architecture, vocab_size, max_shard_bytes
                     rows.copy_(rows.float() * s.scale + s.shift)
             return out
 
-        bar = Progress(sum(t.nbytes for t in plan), f"export {label}", enabled=progress)
+        bar = Progress(
+            sum(t.nbytes for t in plan),
+            desc=f"export {label}",
+            unit="B",
+            enabled=progress,
+            interval=5.0,
+            amount=gibibytes,
+        )
         write_hf_weights(
             tmp, plan, produce, max_shard_bytes, on_tensor=lambda t: bar.update(t.nbytes)
         )

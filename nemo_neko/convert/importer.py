@@ -34,8 +34,8 @@ from nemo_neko.convert.adapters import ConversionError, StateDictAdapter, adapte
 from nemo_neko.convert.mapping import Recipe, Rows, assemble, recipe_rows, source_rows
 from nemo_neko.convert.safetensors_io import HFCheckpoint
 from nemo_neko.convert.upcycle import UpcycleConfig, upcycle_recipes, upcycled_model
-from nemo_neko.layout import LayoutError, ParallelLayout
-from nemo_neko.train.model import ModelConfig
+from nemo_neko.model.config import ModelConfig
+from nemo_neko.parallel import LayoutError, ParallelLayout
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ TOKENIZER_FILES = (
     "merges.txt",
 )
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MIN_PIECE_BYTES = 16 * 2**20
 PIECES_OF_LARGEST = 8
 """Stored tensors are written in pieces of ``max(16 MiB, largest parameter / 8)``: what a
@@ -75,7 +74,7 @@ def conf_model(name: str, conf_dir: str | Path | None = None) -> ModelConfig:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from nemo_neko.config import register_configs
+    from nemo_neko.config import CONF_DIR, register_configs
 
     conf_dir = Path(conf_dir or CONF_DIR).resolve()
     if not (conf_dir / "model" / f"{name}.yaml").exists():
@@ -160,9 +159,10 @@ def check_names(hf: HFCheckpoint, pairs: list[tuple[str, Recipe]], tied: bool) -
         )
     ignore = {"lm_head.weight"} if tied else set()
     left = sorted(
-        n for n in hf.names()
+        n
+        for n in hf.names()
         if n not in used and n not in ignore and not n.endswith(IGNORED_SOURCE_TENSORS)
-    )  # fmt: skip
+    )
     if left:
         raise ConversionError(
             f"config/checkpoint mismatch: {len(left)} tensor(s) in the checkpoint have no place in "
@@ -363,14 +363,21 @@ def _write(
         single_process_world,
         write_checkpoint,
     )
-    from nemo_neko.convert.progress import Progress
+    from nemo_neko.utils.progress import Progress, gibibytes
 
     recipes = dict(pairs)
     target = DTYPES[model.params_dtype]
-    with single_process_world():
-        index = ChunkIndex(meta_model(model, padded_vocab))
+    with single_process_world() as parallel:
+        index = ChunkIndex(meta_model(model, padded_vocab, parallel))
         check_shapes(hf, pairs, index.shapes)
-        bar = Progress(sum(index.nbytes(p) for p in index.shapes), label, enabled=progress)
+        bar = Progress(
+            sum(index.nbytes(p) for p in index.shapes),
+            desc=label,
+            unit="B",
+            enabled=progress,
+            interval=5.0,
+            amount=gibibytes,
+        )
 
         def produce(param: str, start: int, stop: int) -> torch.Tensor:
             trailing = index.shapes[param][1:]

@@ -1,7 +1,7 @@
 """The Megatron side of a conversion: a storage-free model skeleton, and its checkpoint read and
 written one parameter chunk at a time.
 
-The skeleton is the NeKo GPTModel that :func:`nemo_neko.train.model.build_model` builds, for the
+The skeleton is the NeKo GPTModel that :func:`nemo_neko.model.build.build_model` builds, for the
 whole model on one process (TP = PP = EP = 1, local spec), with every parameter on the ``meta``
 device: it costs no memory whatever the model size, and its ``sharded_state_dict()`` names every
 tensor the distributed checkpoint stores, with the checkpoint key, global shape and offset that
@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
-from nemo_neko.train.model import ModelConfig
+from nemo_neko.model.config import ModelConfig
 
 SHARDED_METADATA = {
     "distrib_optim_sharding_type": "fully_reshardable",
     "singleton_local_shards": False,
     "chained_optim_avoid_prefix": True,
 }
-"""What :class:`nemo_neko.train.checkpoint.Checkpointer` passes to ``sharded_state_dict``."""
+"""What :class:`nemo_neko.model.checkpoint.Checkpointer` passes to ``sharded_state_dict``."""
 
 _CONSTRUCTORS = (
     "empty", "zeros", "ones", "full", "rand", "randn", "randint", "arange", "tensor",
@@ -66,7 +66,8 @@ class _MetaDevice(TorchFunctionMode):
 
 @contextlib.contextmanager
 def single_process_world(num_experts: int | None = None, num_layers: int | None = None):
-    """A ``torch.distributed`` world of one process with Megatron's parallel state (TP=PP=EP=1).
+    """A ``torch.distributed`` world of one process with Megatron's parallel state (TP=PP=EP=1);
+    yields its :class:`~nemo_neko.parallel.ParallelContext`.
 
     Reuses a world that already exists (a test worker); otherwise creates one on an in-memory
     store (no TCP port) and tears it down on exit.
@@ -81,30 +82,33 @@ def single_process_world(num_experts: int | None = None, num_layers: int | None 
     elif dist.get_world_size() != 1:
         raise RuntimeError("a conversion runs in one process (found a world of several ranks)")
     try:
-        initialize_parallel(ParallelLayout(), num_experts=num_experts, num_layers=num_layers)
-        yield
+        yield initialize_parallel(ParallelLayout(), num_experts=num_experts, num_layers=num_layers)
     finally:
         if created:
             destroy_parallel()
 
 
-def meta_model(model: ModelConfig, padded_vocab: int):
-    """The whole NeKo GPTModel of ``model`` on the meta device (needs a parallel state)."""
+def meta_model(model: ModelConfig, padded_vocab: int, parallel):
+    """The whole NeKo GPTModel of ``model`` on the meta device, in the single-process world
+    ``parallel`` (:func:`single_process_world`)."""
+    from nemo_neko.model.config import TransformerImpl
     from nemo_neko.moe.config import TaskRoutingConfig
     from nemo_neko.parallel import ParallelLayout
-    from nemo_neko.train.model import build_model, transformer_config
 
     local = copy.deepcopy(model)
-    local.transformer_impl = "local"
+    local.transformer_impl = TransformerImpl.local
     local.parallel = ParallelLayout()
-    config = transformer_config(
-        local, ParallelLayout(), perform_initialization=False, use_cpu_initialization=True
-    )
     with _MetaDevice():
-        (gpt,) = build_model(
-            local, config, TaskRoutingConfig(), padded_vocab, local.max_position_embeddings
+        neko = local.build(
+            routing=TaskRoutingConfig(),
+            parallel=parallel,
+            vocab_size=padded_vocab,
+            max_sequence_length=local.max_position_embeddings,
+            device=torch.device("meta"),
+            perform_initialization=False,
+            use_cpu_initialization=True,
         )
-    return gpt
+    return neko.chunks[0]
 
 
 @dataclass(frozen=True)

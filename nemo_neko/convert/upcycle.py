@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from nemo_neko.convert.adapters.base import ConversionError
 from nemo_neko.convert.mapping import Fill, Recipe
-from nemo_neko.train.model import ModelConfig
+from nemo_neko.model.config import ModelConfig
 
 ROUTER_INITS = ("normal", "zeros")
 

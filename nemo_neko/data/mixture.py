@@ -111,8 +111,11 @@ def tokenize_dataset(
     if data.stats.too_long:
         log.warning(
             "dataset %s: %d records left out, their target alone exceeds %d tokens: %s",
-            spec.name, len(data.stats.too_long), max_length, data.stats.too_long[:10],
-        )  # fmt: skip
+            spec.name,
+            len(data.stats.too_long),
+            max_length,
+            data.stats.too_long[:10],
+        )
     if cache_file is not None:
         data.save(cache_file)
     return data

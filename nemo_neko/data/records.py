@@ -31,14 +31,23 @@ Files may be plain (``.jsonl``) or gzip-compressed (``.jsonl.gz``).
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
+
+from nemo_neko.utils.jsonl import iter_json_lines, write_jsonl
+
+__all__ = [
+    "CorrectionRecord",
+    "ReadReport",
+    "RecordError",
+    "iter_records",
+    "read_records",
+    "validate_record",
+    "write_records",
+]
 
 RECORD_FIELDS = (
     "id",
@@ -104,14 +113,6 @@ class ReadReport:
         lines = [f"{self.records} records read, {self.num_rejected} rejected"]
         lines += [f"  rejected {err}" for err in self.rejected]
         return "\n".join(lines)
-
-
-def open_text(path: str | os.PathLike, mode: str = "rt") -> io.TextIOBase:
-    """Open a plain or ``.gz`` text file (UTF-8)."""
-    path = str(path)
-    if path.endswith(".gz"):
-        return gzip.open(path, mode, encoding="utf-8")
-    return open(path, mode, encoding="utf-8")
 
 
 def validate_record(data: Any, path: str, line: int) -> CorrectionRecord:
@@ -196,34 +197,27 @@ def iter_records(
         raise ValueError("skip_invalid=True needs a ReadReport to receive the rejected lines")
     path = str(path)
     first_line_of: dict[str, int] = {}
-    with open_text(path) as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                try:
-                    data = json.loads(raw)
-                except json.JSONDecodeError as err:
-                    raise RecordError(
-                        path, line_no, None, f"malformed JSON ({err.msg} at column {err.colno})"
-                    ) from None
-                record = validate_record(data, path, line_no)
-                if record.id in first_line_of:
-                    raise RecordError(
-                        path,
-                        line_no,
-                        "id",
-                        f"duplicate id {record.id!r} (first seen on line {first_line_of[record.id]})",
-                    )
-            except RecordError as err:
-                if not skip_invalid:
-                    raise
-                report.rejected.append(err)
-                continue
-            first_line_of[record.id] = line_no
-            if report is not None:
-                report.records += 1
-            yield record
+    for item in iter_json_lines(path):
+        try:
+            if item.error is not None:
+                raise RecordError(path, item.line, None, item.error)
+            record = validate_record(item.value, path, item.line)
+            if record.id in first_line_of:
+                raise RecordError(
+                    path,
+                    item.line,
+                    "id",
+                    f"duplicate id {record.id!r} (first seen on line {first_line_of[record.id]})",
+                )
+        except RecordError as err:
+            if not skip_invalid:
+                raise
+            report.rejected.append(err)
+            continue
+        first_line_of[record.id] = item.line
+        if report is not None:
+            report.records += 1
+        yield record
 
 
 def read_records(
@@ -242,21 +236,6 @@ def read_records(
 
 
 def write_records(path: str | os.PathLike, records: Iterable[CorrectionRecord]) -> int:
-    """Write records as JSONL (gzip when the name ends in ``.gz``), atomically. Returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    count = 0
-    with open(tmp, "wb") as raw:
-        # gzip without name or timestamp in its header: same records, same bytes
-        binary = (
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
-            if path.name.endswith(".gz")
-            else raw
-        )
-        with io.TextIOWrapper(binary, encoding="utf-8", newline="\n") as fh:
-            for record in records:
-                fh.write(record.to_json() + "\n")
-                count += 1
-    os.replace(tmp, path)
-    return count
+    """Write records as JSONL (gzip when the name ends in ``.gz``), atomically and byte-
+    reproducibly (:func:`nemo_neko.utils.jsonl.write_jsonl`). Returns the count."""
+    return write_jsonl(path, (record.to_json() for record in records))

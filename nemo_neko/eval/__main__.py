@@ -29,8 +29,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-PROTOCOLS = ("esb2024", "oal2026")
-NORMALIZERS = ("none", "whisper", "esb2024", "oal2026")
+from nemo_neko.eval.normalizer import known_normalizers
+from nemo_neko.eval.protocols import PROTOCOLS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument(
         "--protocol",
-        choices=PROTOCOLS,
+        choices=list(PROTOCOLS),
         default="oal2026",
         help="esb2024: the paper-era leaderboard (Whisper normaliser, jiwer); oal2026: the "
         "current one (its normaliser, chunk merging, kaldialign with merged compounds). "
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--normalizer",
-        choices=NORMALIZERS,
+        choices=known_normalizers(),
         default="none",
         help="text normaliser for WER tasks (none: text as given, whitespace words; right for "
         "already-normalised data such as HyPoradise). BLEU always uses sacrebleu's tokeniser for "
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_correct(args) -> None:
-    from nemo_neko.train.logger import quiet_libraries
+    from nemo_neko.utils.logs import quiet_libraries
 
     quiet_libraries()
     from nemo_neko.inference.correct import correct_records

@@ -8,12 +8,12 @@ anything wrong raises :class:`InputError` (a :class:`~nemo_neko.data.records.Rec
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
-from nemo_neko.data.records import RecordError, open_text
+from nemo_neko.data.records import RecordError
+from nemo_neko.utils.jsonl import iter_json_lines
 
 
 class InputError(RecordError):
@@ -24,23 +24,19 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, 
     """Yield ``(line number, object)`` for each non-blank line of a ``.jsonl`` (or ``.gz``) file.
 
     Raises:
-        InputError: malformed JSON, or a line that is not a JSON object.
+        InputError: a line that is not UTF-8, malformed JSON, not a JSON object, or a file that
+            ends early (truncated ``.gz``).
         FileNotFoundError: no such file.
     """
     path = str(path)
-    with open_text(path) as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                data = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise InputError(
-                    path, line_no, None, f"malformed JSON ({err.msg} at column {err.colno})"
-                ) from None
-            if not isinstance(data, dict):
-                raise InputError(path, line_no, None, f"expected a JSON object, got {data!r:.40}")
-            yield line_no, data
+    for item in iter_json_lines(path):
+        if item.error is not None:
+            raise InputError(path, item.line, None, item.error)
+        if not isinstance(item.value, dict):
+            raise InputError(
+                path, item.line, None, f"expected a JSON object, got {item.value!r:.40}"
+            )
+        yield item.line, item.value
 
 
 def require_string(path: str, line: int, data: dict, field: str, hint: str = "") -> str:

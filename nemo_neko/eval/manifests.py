@@ -212,17 +212,21 @@ def merge_chunks(rows: list[ManifestRow], path: str) -> tuple[list[ManifestRow],
         for before, after in zip(chunks, chunks[1:]):
             if before.chunk_index == after.chunk_index:
                 raise InputError(
-                    path, after.line, "chunk_index",
+                    path,
+                    after.line,
+                    "chunk_index",
                     f"session {parent!r} has chunk {after.chunk_index} twice "
                     f"(also line {before.line})",
-                )  # fmt: skip
+                )
         for chunk in chunks[1:]:
             if chunk.text != chunks[0].text:
                 raise InputError(
-                    path, chunk.line, "text",
+                    path,
+                    chunk.line,
+                    "text",
                     f"chunks of session {parent!r} must carry the same session reference "
                     f"(line {chunks[0].line} differs)",
-                )  # fmt: skip
+                )
         indices = [c.chunk_index for c in chunks]
         if indices != list(range(len(indices))):
             notes.append(

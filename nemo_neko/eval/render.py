@@ -55,9 +55,14 @@ COMPOSITE_HEADERS = ("model", "datasets", "composite WER %", "RTFx")
 def _score_tables(result: ScoreResult):
     per_dataset = [
         (
-            s.model, s.dataset, s.utterances, s.dropped_empty + s.dropped_ignored, s.ref_words,
-            fmt(s.wer), fmt(s.rtfx),
-        )  # fmt: skip
+            s.model,
+            s.dataset,
+            s.utterances,
+            s.dropped_empty + s.dropped_ignored,
+            s.ref_words,
+            fmt(s.wer),
+            fmt(s.rtfx),
+        )
         for s in result.datasets
     ]
     composite = [(c.model, c.datasets, fmt(c.wer), fmt(c.rtfx)) for c in result.composites]
@@ -116,10 +121,17 @@ REPORT_HEADERS = (
 
 def _report_cells(row: ReportRow):
     return (
-        row.dataset, row.task, row.language or "-", row.metric.upper(), row.utterances,
-        fmt(row.baseline), fmt(row.nbest_oracle), fmt(row.compositional_oracle),
-        fmt(row.corrected), fmt(row.relative_improvement),
-    )  # fmt: skip
+        row.dataset,
+        row.task,
+        row.language or "-",
+        row.metric.upper(),
+        row.utterances,
+        fmt(row.baseline),
+        fmt(row.nbest_oracle),
+        fmt(row.compositional_oracle),
+        fmt(row.corrected),
+        fmt(row.relative_improvement),
+    )
 
 
 def report_text(report: CorrectionReport) -> str:

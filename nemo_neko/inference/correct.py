@@ -24,6 +24,7 @@ from pathlib import Path
 
 from nemo_neko.data.records import CorrectionRecord, read_records, write_records
 from nemo_neko.data.samples import SampleBuilder
+from nemo_neko.paths import RunPaths, records_beside
 from nemo_neko.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -68,36 +69,31 @@ def done_ids(path: Path) -> set[str]:
 
 def load_corrector(run_dir: str | Path):
     """(model in eval mode, tokenizer, run config) from a run directory's latest checkpoint."""
-    import torch
-
     from nemo_neko.config import load_run_config
     from nemo_neko.data.tokenizer import TextTokenizer
-    from nemo_neko.layout import ParallelLayout
-    from nemo_neko.parallel import initialize_parallel
-    from nemo_neko.train.checkpoint import Checkpointer
-    from nemo_neko.train.loop import routing_config
-    from nemo_neko.train.model import build_model, transformer_config
+    from nemo_neko.model.checkpoint import Checkpointer
+    from nemo_neko.parallel import ParallelLayout, initialize_parallel
 
-    run_dir = Path(run_dir)
-    run = load_run_config(run_dir / "config.yaml")
-    checkpoint = Checkpointer(run_dir / "checkpoints").latest()
+    paths = RunPaths(run_dir)
+    run = load_run_config(paths.config)
+    checkpoint = Checkpointer(paths.checkpoints).latest()
     if checkpoint is None:
-        raise FileNotFoundError(
-            f"{run_dir / 'checkpoints'}: no complete checkpoint to correct with"
-        )
+        raise FileNotFoundError(f"{paths.checkpoints}: no complete checkpoint to correct with")
     layout = ParallelLayout()
     run.model.parallel = layout
-    initialize_parallel(
+    parallel = initialize_parallel(
         layout, seed=run.seed, num_experts=run.model.num_experts, num_layers=run.model.num_layers
     )
-    tokenizer = TextTokenizer.from_dir(run_dir / "tokenizer")
-    config = transformer_config(run.model, layout)
-    vocab = run.model.padded_vocab_size(tokenizer.vocab_size)
-    max_length = run.data.seq_length
-    (model,) = build_model(run.model, config, routing_config(run), vocab, max_length, use_te=False)
-    if torch.cuda.is_available():
-        model = model.cuda()
-    Checkpointer(run_dir / "checkpoints").load(checkpoint, [model])
+    tokenizer = TextTokenizer.from_dir(paths.tokenizer)
+    neko = run.model.build(
+        routing=run.task_routing(),
+        parallel=parallel,
+        tokenizer_vocab=tokenizer.vocab_size,
+        max_sequence_length=run.data.seq_length,
+        use_te=False,
+    )
+    (model,) = neko.chunks
+    Checkpointer(paths.checkpoints).load(checkpoint, [model])
     model.eval()
     log.info("loaded %s", checkpoint)
     return model, tokenizer, run
@@ -113,15 +109,15 @@ def correct_records(
     """Write predictions for the records (default: the run's held-out sets); returns the file."""
     from nemo_neko.inference.generate import KVCacheDecoder
 
-    run_dir = Path(run_dir)
+    paths = RunPaths(run_dir)
     model, tokenizer, run = load_corrector(run_dir)
-    paths = record_paths or [p for spec in run.data.test for p in spec.paths]
+    record_files = record_paths or [p for spec in run.data.test for p in spec.paths]
     limit = (
         limit_per_dataset if limit_per_dataset is not None else run.generate.max_records_per_dataset
     )
-    records = select_records(read_records(paths), limit)
-    out = Path(out) if out else run_dir / "predictions.jsonl"
-    write_records(out.with_name(out.stem + ".records.jsonl.gz"), records)
+    records = select_records(read_records(record_files), limit)
+    out = Path(out) if out else paths.predictions
+    write_records(records_beside(out), records)
     finished = done_ids(out)
     todo = [r for r in records if r.id not in finished]
     log.info("correcting %d records (%d already done) -> %s", len(todo), len(finished), out)

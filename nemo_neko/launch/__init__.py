@@ -1,6 +1,8 @@
 """Launching runs: check the composed config, then dry-run it or run it on its cluster.
 
-``launch/run.py`` is the Hydra entry point and holds no logic; :func:`launch` does the work:
+``python -m nemo_neko.launch`` (:mod:`nemo_neko.launch.__main__`, Hydra over the configs shipped in
+``nemo_neko/conf``) is the entry point, and ``launch/run.py`` in a checkout only calls it; neither
+holds logic: :func:`launch` does the work:
 
 * check everything that can be checked before anything starts: the schema, the cluster
   (:meth:`~nemo_neko.config.ClusterConfig.check`), the model's parallel layout against the
@@ -50,7 +52,7 @@ def describe(run) -> str:
         f"data: {len(run.data.train)} training datasets -> {min(len(run.data.train), model.num_experts)} experts tied, "
         f"{len(run.data.test)} held-out sets; tokenizer {source}",
         f"stages: {', '.join(run.stages)}; run dir {run.run_dir}; cluster {cluster.name} ({cluster.kind})",
-    ]  # fmt: skip
+    ]
     if model.vocab_size and not tokenizer.path:
         lines.append(
             f"note: {model.name} has the published vocabulary ({model.vocab_size}) but no tokenizer: to "
@@ -62,8 +64,7 @@ def describe(run) -> str:
 
 def check(run) -> None:
     """Everything checkable before anything starts; raises ``ValueError`` naming the broken rule."""
-    from nemo_neko.layout import LayoutError
-    from nemo_neko.moe.config import TaskRoutingConfig
+    from nemo_neko.parallel import LayoutError
 
     cluster, model = run.cluster, run.model
     cluster.check()
@@ -78,9 +79,7 @@ def check(run) -> None:
             f"Set cluster.nnodes / cluster.nproc_per_node or model.parallel.*"
         ) from error
     if model.num_experts:  # a dense model (before upcycling) has no routing
-        TaskRoutingConfig.for_datasets(
-            [s.name for s in run.data.train], model.num_experts, run.routing.assignment
-        ).validate(model.num_experts, model.moe_router_topk)
+        run.task_routing().validate(model.num_experts, model.moe_router_topk)
 
 
 def launch(cfg) -> int:

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nemo_neko.paths import RunPaths
+
 
 class StageFailed(RuntimeError):
     """A stage's process exited with an error."""
@@ -42,18 +44,26 @@ def stage_commands(run, run_dir: Path, python: str = sys.executable) -> dict[str
         run_dir: its run directory (holding ``config.yaml``).
         python: the interpreter (the Slurm launcher passes the one of its job steps).
     """
-    config = str(run_dir / "config.yaml")
-    predictions = str(run_dir / "predictions.jsonl")
-    corrected = str(run_dir / "predictions.records.jsonl.gz")  # written by the correct stage
+    paths = RunPaths(run_dir)
     return {
-        "train": [python, "-m", "nemo_neko.train", config],
+        "train": [python, "-m", "nemo_neko.train", str(paths.config)],
         "correct": [python, "-m", "nemo_neko.eval", "correct", "--run-dir", str(run_dir)],
         "report": [
-            python, "-m", "nemo_neko.eval", "report", corrected,
-            "--predictions", predictions, "--json", str(run_dir / "report.json"), "--markdown", str(run_dir / "report.md"),
-            "--png", str(run_dir / "report.png"),
+            python,
+            "-m",
+            "nemo_neko.eval",
+            "report",
+            str(paths.corrected_records),  # written by the correct stage
+            "--predictions",
+            str(paths.predictions),
+            "--json",
+            str(paths.report("json")),
+            "--markdown",
+            str(paths.report("md")),
+            "--png",
+            str(paths.report("png")),
         ],
-    }  # fmt: skip
+    }
 
 
 def torchrun(cluster, python: str = sys.executable) -> list[str]:
@@ -63,9 +73,15 @@ def torchrun(cluster, python: str = sys.executable) -> list[str]:
         command.append("--standalone")
     else:
         command += [
-            "--nnodes", str(cluster.nnodes), "--node_rank", str(cluster.node_rank),
-            "--master_addr", cluster.master_addr, "--master_port", str(cluster.master_port),
-        ]  # fmt: skip
+            "--nnodes",
+            str(cluster.nnodes),
+            "--node_rank",
+            str(cluster.node_rank),
+            "--master_addr",
+            cluster.master_addr,
+            "--master_port",
+            str(cluster.master_port),
+        ]
     return command + ["--nproc_per_node", str(cluster.nproc_per_node)]
 
 

@@ -18,15 +18,26 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-ASSIGNMENT_MODES = ("random", "explicit")
+
+class AssignmentMode(StrEnum):
+    """How datasets are dealt to experts (``routing.assignment.mode``)."""
+
+    random = "random"
+    """A seeded shuffle of the experts, dealt in dataset order (the paper's choice)."""
+    explicit = "explicit"
+    """``mapping`` names each dataset's expert."""
+
+
+ASSIGNMENT_MODES = tuple(m.value for m in AssignmentMode)
 
 
 @dataclass
 class TaskAssignmentConfig:
     """How datasets are mapped to experts."""
 
-    mode: str = "random"
+    mode: AssignmentMode = AssignmentMode.random
     """``random`` (seeded, the paper's choice) or ``explicit``."""
 
     seed: int = 1234
@@ -37,6 +48,14 @@ class TaskAssignmentConfig:
 
     max_tasks_per_expert: int | None = None
     """Upper bound on datasets sharing one expert; ``None`` allows any many-to-one mapping."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, AssignmentMode):
+            if self.mode not in ASSIGNMENT_MODES:
+                raise ValueError(
+                    f"task assignment mode must be one of {ASSIGNMENT_MODES}, got {self.mode!r}"
+                )
+            self.mode = AssignmentMode(self.mode)
 
 
 def assign_tasks_to_experts(
@@ -58,14 +77,10 @@ def assign_tasks_to_experts(
     if duplicates:
         raise ValueError(f"task assignment: duplicated dataset names {duplicates}")
 
-    if cfg.mode == "random":
+    if cfg.mode is AssignmentMode.random:
         experts = _random_deal(len(datasets), num_experts, cfg.seed)
-    elif cfg.mode == "explicit":
-        experts = _explicit(datasets, num_experts, cfg.mapping)
     else:
-        raise ValueError(
-            f"task assignment mode must be one of {ASSIGNMENT_MODES}, got {cfg.mode!r}"
-        )
+        experts = _explicit(datasets, num_experts, cfg.mapping)
 
     if cfg.max_tasks_per_expert is not None:
         load = Counter(experts)

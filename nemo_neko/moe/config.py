@@ -2,11 +2,16 @@
 
 Megatron-Core's ``TransformerConfig`` keeps describing the MoE itself (experts, top-k, score
 function, capacity, aux losses, dispatcher); :class:`TaskRoutingConfig` adds only what NeKo adds:
-which expert each task is tied to and three switches.
+how datasets are assigned to experts, which expert each task is tied to, and three switches.
+
+It is both the run config's ``routing`` group (``routing.assignment.mode=explicit``,
+``routing.forcing=false``...) and what the layers receive: :meth:`TaskRoutingConfig.resolve`
+fills ``task_to_expert`` and ``task_names`` from the training datasets, in one place.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,8 +22,12 @@ from nemo_neko.moe.assignment import TaskAssignmentConfig, assign_tasks_to_exper
 class TaskRoutingConfig:
     """NeKo routing settings. Task id ``t`` is forced to expert ``task_to_expert[t]``."""
 
+    assignment: TaskAssignmentConfig = field(default_factory=TaskAssignmentConfig)
+    """How datasets are mapped to experts when the routing is resolved (:meth:`resolve`)."""
+
     task_to_expert: list[int] = field(default_factory=list)
-    """Expert of each task id (index = task id). Empty: no task is known, nothing is forced."""
+    """Expert of each task id (index = task id). Empty: no task is known, nothing is forced.
+    Filled by :meth:`resolve`; in a run config leave it empty and set ``assignment``."""
 
     task_names: list[str] = field(default_factory=list)
     """Dataset name of each task id, for logs and routing statistics (optional)."""
@@ -68,6 +77,22 @@ class TaskRoutingConfig:
                 f"{len(self.task_to_expert)}"
             )
 
+    def resolve(self, datasets: Sequence[str], num_experts: int) -> TaskRoutingConfig:
+        """These settings with ``datasets`` (task id = position) mapped to experts.
+
+        Raises:
+            ValueError: the assignment cannot map the datasets (see
+                :func:`~nemo_neko.moe.assignment.assign_tasks_to_experts`), or ``task_to_expert``
+                was set by hand.
+        """
+        if self.task_to_expert or self.task_names:
+            raise ValueError(
+                "routing.task_to_expert / routing.task_names are derived from the training "
+                "datasets; set routing.assignment (e.g. mode=explicit with a mapping) instead"
+            )
+        experts = assign_tasks_to_experts(datasets, num_experts, self.assignment)
+        return dataclasses.replace(self, task_to_expert=experts, task_names=list(datasets))
+
     @classmethod
     def for_datasets(
         cls,
@@ -77,7 +102,5 @@ class TaskRoutingConfig:
         **switches: bool,
     ) -> TaskRoutingConfig:
         """Map ``datasets`` (task id = position) to experts and return the routing settings."""
-        experts = assign_tasks_to_experts(
-            datasets, num_experts, assignment or TaskAssignmentConfig()
-        )
-        return cls(task_to_expert=experts, task_names=list(datasets), **switches)
+        settings = cls(assignment=assignment or TaskAssignmentConfig(), **switches)
+        return settings.resolve(datasets, num_experts)

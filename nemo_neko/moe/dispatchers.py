@@ -23,16 +23,17 @@ from nemo_neko.compat.megatron import (
     sort_chunks_by_idxs,
 )
 from nemo_neko.moe.stats import RoutingStats, assignment_codes
+from nemo_neko.moe.tokens import TokenTasks
 
 
 class _TaskCarrier:
     """State shared by both dispatchers: the current tokens' tasks and the stats sink."""
 
     routing_stats: RoutingStats | None = None
-    _token_tasks = None
+    _token_tasks: TokenTasks | None = None
 
-    def set_token_tasks(self, token_tasks) -> None:
-        """Tasks of the tokens about to be dispatched (``router.TokenTasks`` or None)."""
+    def set_token_tasks(self, token_tasks: TokenTasks) -> None:
+        """Tasks of the tokens about to be dispatched (set by the layer every forward)."""
         self._token_tasks = token_tasks
 
     def _counting(self) -> bool:

@@ -2,8 +2,11 @@
 
 Megatron picks the token dispatcher from ``config.moe_token_dispatcher_type`` inside
 ``MoELayer.__init__``; this subclass swaps it for the task-aware subclass of the same kind
-(:mod:`nemo_neko.moe.dispatchers`) and hands it, every forward, the tokens' tasks that the
-router recorded. Everything else (experts, shared experts, combine) is Megatron's.
+(:mod:`nemo_neko.moe.dispatchers`). Every forward, the layer reads the task ids in scope
+(:func:`~nemo_neko.moe.task_context.current_task_ids`), turns them into one
+:class:`~nemo_neko.moe.tokens.TokenTasks` (slot and forced expert per token; forcing only in
+training with ``forcing`` on) and hands that object to its router and its dispatcher.
+Everything else (experts, shared experts, combine) is Megatron's.
 
 The layout is checked before Megatron builds anything, so a bad layout fails with the broken
 rule instead of a bare ``assert``.
@@ -13,10 +16,13 @@ from __future__ import annotations
 
 import torch
 
-from nemo_neko.compat.megatron import MoELayer, get_default_pg_collection
+from nemo_neko.compat.megatron import MoELayer, get_default_pg_collection, set_token_dispatcher
 from nemo_neko.moe.config import TaskRoutingConfig
 from nemo_neko.moe.dispatchers import DISPATCHERS
+from nemo_neko.moe.router import TaskGuidedRouter
 from nemo_neko.moe.stats import RoutingStats
+from nemo_neko.moe.task_context import current_task_ids
+from nemo_neko.moe.tokens import TokenTasks
 
 
 def check_moe_layout(config, ep_size: int) -> None:
@@ -65,6 +71,11 @@ class NeKoMoELayer(MoELayer):
             **kwargs,
         )
         self.task_routing = task_routing
+        self.register_buffer(
+            "task_to_expert",
+            torch.tensor(task_routing.task_to_expert, dtype=torch.long),
+            persistent=False,
+        )
         self.routing_stats: RoutingStats | None = None
         if task_routing.collect_routing_stats:
             self._install_task_aware_dispatcher(pg_collection)
@@ -88,13 +99,30 @@ class NeKoMoELayer(MoELayer):
             self.config.num_moe_experts, self.task_routing.num_task_slots
         )
         dispatcher.routing_stats = self.routing_stats
-        if getattr(self, "_training_token_dispatcher", None) is self.token_dispatcher:
-            self._training_token_dispatcher = dispatcher  # 0.17+: inference-optimised mode
-        self.token_dispatcher = dispatcher
+        set_token_dispatcher(self, dispatcher)
+
+    def token_tasks(self, num_tokens: int, device: torch.device) -> TokenTasks:
+        """The tasks of this forward's ``num_tokens`` router tokens, from the ids in scope."""
+        ids_T = current_task_ids()
+        if ids_T is None:
+            return TokenTasks.unlabelled(num_tokens, device)
+        if ids_T.numel() != num_tokens:
+            raise ValueError(
+                f"task ids in scope cover {ids_T.numel()} tokens but MoE layer "
+                f"{self.layer_number} sees {num_tokens}: were the ids given as this rank's [B, S] "
+                f"micro-batch (CP-local), with sequence_parallel/tp_group matching the model?"
+            )
+        force = self.training and self.task_routing.forcing
+        return TokenTasks.from_ids(ids_T.to(device), self.task_to_expert.to(device), force)
 
     def route(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None):
-        """Route, then tell the dispatcher which task each token belongs to."""
-        probs, routing_map = super().route(hidden_states, padding_mask)
-        if hasattr(self.token_dispatcher, "set_token_tasks"):
-            self.token_dispatcher.set_token_tasks(getattr(self.router, "last_token_tasks", None))
-        return probs, routing_map
+        """Megatron's routing, with this forward's tasks handed to the router and dispatcher."""
+        tasks = self.token_tasks(
+            hidden_states.shape[0] * hidden_states.shape[1], hidden_states.device
+        )
+        if self.routing_stats is not None:
+            self.token_dispatcher.set_token_tasks(tasks)
+        if not isinstance(self.router, TaskGuidedRouter):
+            return super().route(hidden_states, padding_mask)
+        with self.router.tasks_for_forward(tasks):
+            return super().route(hidden_states, padding_mask)

@@ -107,3 +107,27 @@ def task_guided_topk(
     probs_TE = torch.zeros_like(logits_TE).scatter(1, top_TK, probs_TK)
     routing_map_TE = torch.zeros_like(logits_TE, dtype=torch.bool).scatter(1, top_TK, True)
     return probs_TE, routing_map_TE
+
+
+def select_with_forced(
+    scores_TE: torch.Tensor,
+    forced_expert_T: torch.Tensor,
+    topk: int,
+    compute_topk,
+    num_groups: int | None = None,
+    group_topk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Megatron's selection step with the forced expert first: ``(selected scores, indices)``.
+
+    ``compute_topk(scores, topk, num_groups, group_topk) -> (values, indices)`` is Megatron's own
+    top-k; it runs on the scores with each token's forced expert raised to +inf (rows with forced
+    id -1 are untouched), and the returned values are the *original* scores at the chosen indices,
+    which is what Megatron's score functions expect from the selection.
+
+    Shapes: ``scores_TE`` ``[T, E]``, ``forced_expert_T`` ``[T]``; returns ``[T, K]`` twice.
+    """
+    forced_TE = forced_expert_mask(forced_expert_T, scores_TE.shape[1])
+    _, top_TK = compute_topk(
+        scores_TE.masked_fill(forced_TE, float("inf")), topk, num_groups, group_topk
+    )
+    return scores_TE.gather(1, top_TK), top_TK

@@ -121,7 +121,24 @@ def neko_decoder_block_spec(
         mc.swap_moe_in_layer_spec(spec, NeKoMoELayer, build_router, _neko_params(routing))
         for spec in block.layer_specs
     ]
-    if config.normalization == "RMSNorm":  # local specs: RMSNorm with (1 + w) and SP support
+    return with_neko_norms(block, config.normalization)
+
+
+def dense_decoder_block_spec(config, *, use_te: bool | None = None, vp_stage: int | None = None):
+    """Megatron's decoder block spec for a model without experts, norms as in the NeKo spec."""
+    block = mc.get_gpt_decoder_block_spec(
+        config,
+        use_transformer_engine=resolve_use_te(use_te),
+        normalization=config.normalization,
+        vp_stage=vp_stage,
+    )
+    return with_neko_norms(block, config.normalization)
+
+
+def with_neko_norms(block, normalization: str):
+    """With RMSNorm and local modules: every norm of the block becomes NeKo's
+    :class:`~nemo_neko.layers.RMSNorm` (Gemma's ``1 + w`` gain, sequence parallelism)."""
+    if normalization == "RMSNorm":
         block.layer_specs = [mc.swap_local_norms(spec, RMSNorm) for spec in block.layer_specs]
         mc.swap_block_norm(block, RMSNorm)
     return block

@@ -2,21 +2,21 @@
 
 The training step wraps each micro-batch's forward in :func:`task_routing_scope`::
 
-    with task_routing_scope(batch["task_ids"], sequence_parallel=True, tp_group=tp, cp_group=cp):
+    with task_routing_scope(batch["task_ids"], sequence_parallel=True, tp_group=tp):
         output = model(tokens, position_ids, attention_mask)
 
-Inside the scope every ``TaskGuidedRouter`` reads :func:`current_task_ids`; on exit (also on an
-exception) the ids are cleared, so nothing leaks into the next micro-batch or into evaluation.
+Inside the scope every ``NeKoMoELayer`` reads :func:`current_task_ids` and hands its router and
+dispatcher the tokens' tasks; on exit (also on an exception) the ids are cleared, so nothing
+leaks into the next micro-batch or into evaluation.
 
-The ids are given ``[B, S]``, aligned with the *full* token sequence of the micro-batch, and are
-sliced here exactly as Megatron slices the hidden states the routers see:
+The ids are given ``[B, S]`` for the micro-batch *as this rank's model sees it*: with context
+parallelism the batch (task ids included) has already been cut by Megatron's own
+``get_batch_on_this_cp_rank`` together with the tokens, so the ids arrive CP-local. Here they are
+only sliced as the hidden states the routers see are sliced further:
 
-1. context parallelism: the sequence is cut into ``2 * CP`` chunks and CP rank ``r`` keeps
-   chunks ``r`` and ``2 * CP - 1 - r`` (Megatron's load-balanced causal split,
-   ``get_batch_on_this_cp_rank``);
-2. sequence parallelism: the embedding output ``[S, B, H]`` is scattered along S, so TP rank
+1. sequence parallelism: the embedding output ``[S, B, H]`` is scattered along S, so TP rank
    ``r`` holds rows ``[r * S / TP, (r + 1) * S / TP)`` of ``[S, B, H]``;
-3. the router flattens ``[S_local, B, E]`` logits to ``[S_local * B, E]``: token index
+2. the router flattens ``[S_local, B, E]`` logits to ``[S_local * B, E]``: token index
    ``s * B + b``, which is the order of the flattened ``[S_local, B]`` ids returned here.
 """
 
@@ -37,36 +37,19 @@ def current_task_ids() -> torch.Tensor | None:
     return _TASK_IDS.get()
 
 
-def context_parallel_slice(x_BS: torch.Tensor, cp_rank: int, cp_size: int) -> torch.Tensor:
-    """Keep CP rank ``cp_rank``'s two sequence chunks of ``[B, S, ...]`` (Megatron's causal split)."""
-    if cp_size == 1:
-        return x_BS
-    seq_len = x_BS.shape[1]
-    if seq_len % (2 * cp_size):
-        raise ValueError(
-            f"sequence length {seq_len} must be divisible by 2 * context_parallel_size = {2 * cp_size}"
-        )
-    chunks = x_BS.reshape(x_BS.shape[0], 2 * cp_size, seq_len // (2 * cp_size), *x_BS.shape[2:])
-    index = torch.tensor([cp_rank, 2 * cp_size - 1 - cp_rank], device=x_BS.device)
-    kept = chunks.index_select(1, index)
-    return kept.reshape(x_BS.shape[0], -1, *x_BS.shape[2:])
-
-
 def router_token_task_ids(
     task_ids_BS: torch.Tensor,
     *,
     sequence_parallel: bool = False,
     tp_rank: int = 0,
     tp_size: int = 1,
-    cp_rank: int = 0,
-    cp_size: int = 1,
     num_tasks: int | None = None,
 ) -> torch.Tensor:
     """Slice and flatten ``[B, S]`` task ids into the router's token order ``[S_local * B]``.
 
     Raises:
         ValueError: not 2-D, not an integer tensor, an id below -1 or at/above ``num_tasks``,
-            or a sequence length the CP/SP split cannot divide.
+            or a sequence length the SP split cannot divide.
     """
     if task_ids_BS.dim() != 2:
         raise ValueError(f"task ids must be [batch, seq], got shape {tuple(task_ids_BS.shape)}")
@@ -81,13 +64,12 @@ def router_token_task_ids(
                 f"task id {highest} is out of range: the routing config knows {num_tasks} tasks "
                 f"(ids 0..{num_tasks - 1}, -1 = no task)"
             )
-    ids_BS = context_parallel_slice(task_ids_BS.long(), cp_rank, cp_size)
-    ids_SB = ids_BS.t()
+    ids_SB = task_ids_BS.long().t()
     if sequence_parallel and tp_size > 1:
         seq_len = ids_SB.shape[0]
         if seq_len % tp_size:
             raise ValueError(
-                f"sequence length per CP rank {seq_len} must be divisible by "
+                f"sequence length {seq_len} (per CP rank) must be divisible by "
                 f"tensor_model_parallel_size={tp_size} under sequence parallelism"
             )
         chunk = seq_len // tp_size
@@ -107,16 +89,15 @@ def task_routing_scope(
     *,
     sequence_parallel: bool = False,
     tp_group: dist.ProcessGroup | None = None,
-    cp_group: dist.ProcessGroup | None = None,
     num_tasks: int | None = None,
 ) -> Iterator[torch.Tensor | None]:
-    """Make ``task_ids_BS`` (``[B, S]``, full sequence) visible to every router inside the block.
+    """Make ``task_ids_BS`` visible to every router inside the block.
 
     Args:
-        task_ids_BS: task id of every token of the micro-batch (-1 = no task), or None.
+        task_ids_BS: ``[B, S]`` task id of every token of the micro-batch as this rank's model
+            sees it (CP-local under context parallelism; -1 = no task), or None.
         sequence_parallel: the model scatters the sequence over ``tp_group``.
         tp_group: tensor-parallel group (its rank picks the SP slice).
-        cp_group: context-parallel group (its rank picks the CP chunks).
         num_tasks: when given, ids at or above it are rejected.
 
     Yields:
@@ -125,14 +106,11 @@ def task_routing_scope(
     ids_T = None
     if task_ids_BS is not None:
         tp_rank, tp_size = _rank_and_size(tp_group)
-        cp_rank, cp_size = _rank_and_size(cp_group)
         ids_T = router_token_task_ids(
             task_ids_BS,
             sequence_parallel=sequence_parallel,
             tp_rank=tp_rank,
             tp_size=tp_size,
-            cp_rank=cp_rank,
-            cp_size=cp_size,
             num_tasks=num_tasks,
         )
     token = _TASK_IDS.set(ids_T)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nemo_neko.config import CONF_DIR
 from nemo_neko.data.records import read_records, write_records
 from nemo_neko.data.sample_data import sample_paths
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+__all__ = ["CONF_DIR", "MICRO_OVERRIDES", "compose_run", "write_micro_data", "write_micro_run"]
 
 MICRO_OVERRIDES = [
     "model.num_layers=2",

@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("config", help="a run's config.yaml (its folder is the run directory)")
     args = parser.parse_args(argv)
-    from nemo_neko.train.logger import quiet_libraries
+    from nemo_neko.utils.logs import quiet_libraries
 
     quiet_libraries()
     from nemo_neko.config import load_run_config

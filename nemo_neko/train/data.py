@@ -11,32 +11,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch.distributed as dist
-
 from nemo_neko.data.mixture import MixtureConfig, PackedMixture
 from nemo_neko.data.records import ReadReport, read_records
 from nemo_neko.data.tokenizer import TextTokenizer, train_bpe_tokenizer
+from nemo_neko.parallel.context import barrier as _barrier
+from nemo_neko.parallel.context import global_rank as _rank
+from nemo_neko.paths import RunPaths
 from nemo_neko.tasks import get_task
 
 log = logging.getLogger(__name__)
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def tokenizer_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "tokenizer"
-
-
 def prepare_tokenizer(run, run_dir: str | Path) -> TextTokenizer:
     """The run's tokenizer (created by rank 0 on the first call; collective)."""
-    target = tokenizer_dir(run_dir)
+    target = RunPaths(run_dir).tokenizer
     if _rank() == 0 and not (target / "tokenizer.json").exists():
         if run.data.tokenizer.path:
             TextTokenizer.from_dir(run.data.tokenizer.path).save(target)
@@ -76,7 +64,7 @@ def build_mixture(
 ) -> PackedMixture:
     """Packed sequences of ``specs``: rank 0 tokenises into the cache first, then all ranks read."""
     config = mixture_config(run, specs, epochs)
-    cache = Path(run_dir) / "cache"
+    cache = RunPaths(run_dir).cache
     if _rank() == 0:
         PackedMixture.build(config, tokenizer, cache_dir=cache, skip_invalid=run.data.skip_invalid)
     _barrier()

@@ -14,30 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def quiet_libraries() -> None:
-    """Our INFO logs on the terminal; Megatron-Core and PyTorch only from WARNING, and their
-    known-harmless warnings (missing Transformer Engine / apex on CPU, deprecations inside
-    Megatron and PyTorch's checkpoint code) filtered out."""
-    import logging
-    import warnings
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("megatron", "torch"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex|apex).*")
-    warnings.filterwarnings("ignore", message=".*full scope is deprecated.*")
-    warnings.filterwarnings(
-        "ignore", category=FutureWarning, module="torch.distributed.checkpoint.*"
-    )
-    warnings.filterwarnings("ignore", category=FutureWarning, module="megatron.*")
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+from nemo_neko.utils.progress import format_duration
 
 
 class TrainingLogger:
@@ -77,13 +54,17 @@ class TrainingLogger:
                 ) from err
             self._wandb = wandb.init(project=wandb_project, name=run_name, dir=str(self.run_dir))
 
+    def start(self, step: int) -> None:
+        """The loop starts (or resumes) at ``step``: the ETA counts from here."""
+        self._start_step = step
+        self._start = time.perf_counter()
+
     def eta(self, step: int) -> str:
-        if self._start_step is None:
-            self._start_step = step - 1
-            self._start = time.perf_counter()
-        done = step - self._start_step
+        """Time left at the speed of the steps this process has run (``"?"`` before any)."""
+        start = self._start_step if self._start_step is not None else 0
+        done = step - start
         elapsed = time.perf_counter() - self._start
-        if done <= 0:
+        if done <= 0 or elapsed <= 0:
             return "?"
         return format_duration(elapsed / done * (self.total_steps - step))
 

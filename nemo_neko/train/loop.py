@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from nemo_neko.data.mixture import BatchSchedule, PackedMixture
+from nemo_neko.data.tokenizer import TextTokenizer
+from nemo_neko.model.build import NeKoModel
+from nemo_neko.model.checkpoint import Checkpointer
 from nemo_neko.moe.config import TaskRoutingConfig
-from nemo_neko.train.checkpoint import Checkpointer
+from nemo_neko.moe.stats import forced_share
+from nemo_neko.parallel.context import ParallelContext
+from nemo_neko.paths import RunPaths, checkpoint_name
 from nemo_neko.train.logger import TrainingLogger
-from nemo_neko.train.model import build_model, transformer_config
-from nemo_neko.train.optim import build_optimizer, plan_batches, wrap_ddp
+from nemo_neko.train.optim import BatchPlan, build_optimizer, plan_batches, wrap_ddp
 
 log = logging.getLogger(__name__)
 
@@ -35,66 +41,81 @@ class TrainingError(RuntimeError):
     """A run that cannot go on (diverged, or nothing to train on)."""
 
 
-def routing_config(run) -> TaskRoutingConfig:
-    """Datasets of the training mixture mapped to experts (task id = dataset position)."""
-    return TaskRoutingConfig.for_datasets(
-        [spec.name for spec in run.data.train],
-        run.model.num_experts,
-        run.routing.assignment,
-        forcing=run.routing.forcing,
-        aux_loss_counts_forced=run.routing.aux_loss_counts_forced,
-        collect_routing_stats=run.routing.collect_routing_stats,
-    )
-
-
 class Trainer:
-    """Everything one rank holds for a run; :meth:`fit` trains to the end (or ``max_steps``)."""
+    """Everything one rank holds for a run; :meth:`fit` trains to the end (or ``max_steps``).
+
+    Built once from the run config; each component is built by its own module and passed in
+    (the parallel context, the model, the data, the optimizer), never looked up in globals.
+    """
+
+    run: object
+    """The :class:`~nemo_neko.config.RunConfig`."""
+    paths: RunPaths
+    parallel: ParallelContext
+    routing: TaskRoutingConfig
+    tokenizer: TextTokenizer
+    model: NeKoModel
+    chunks: list
+    """The model chunks wrapped in Megatron's DDP (one per virtual pipeline stage)."""
+    plan: BatchPlan
+    mixture: PackedMixture
+    schedule: BatchSchedule
+    validation: PackedMixture | None
+    optimizer: object
+    """Megatron's (chained, optionally distributed) optimizer."""
+    scheduler: object
+    """Megatron's ``OptimizerParamScheduler`` (warm-up + cosine)."""
+    total_steps: int
+    num_tasks: int
+    """Training datasets (task ids ``0 .. num_tasks - 1``)."""
+    forward_step: Callable
+    forward_backward: Callable
+    logger: TrainingLogger
+    checkpointer: Checkpointer
+    step: int
 
     def __init__(self, run, run_dir: str | Path):
         from nemo_neko.compat import megatron as mc
-        from nemo_neko.data.mixture import BatchSchedule
         from nemo_neko.parallel import initialize_parallel
         from nemo_neko.train.data import build_mixture, prepare_tokenizer, validation_mixture
         from nemo_neko.train.step import make_forward_step
 
-        self.run, self.run_dir = run, Path(run_dir)
-        layout = run.model.parallel
-        self.routing = routing_config(run)  # configuration errors before anything starts
-        initialize_parallel(
-            layout,
+        self.run, self.paths = run, RunPaths(run_dir)
+        self.routing = run.task_routing()  # configuration errors before anything starts
+        self.parallel = ctx = initialize_parallel(
+            run.model.parallel,
             seed=run.seed,
             backend=run.cluster.backend,
             num_experts=run.model.num_experts,
             num_layers=run.model.num_layers,
         )
-        self.ps = ps = mc.parallel_state
-        self.tokenizer = prepare_tokenizer(run, self.run_dir)
-        self.vocab_size = run.model.padded_vocab_size(self.tokenizer.vocab_size)
-        self.config = transformer_config(run.model, layout)
-        chunks = build_model(
-            run.model, self.config, self.routing, self.vocab_size, run.data.seq_length
+        self.tokenizer = prepare_tokenizer(run, self.paths.root)
+        self.model = run.model.build(
+            routing=self.routing,
+            parallel=ctx,
+            tokenizer_vocab=self.tokenizer.vocab_size,
+            max_sequence_length=run.data.seq_length,
         )
-        if torch.cuda.is_available():
-            chunks = [chunk.cuda() for chunk in chunks]
-        self.use_te = any("TE" in type(m).__name__ for chunk in chunks for m in chunk.modules())
-        self.chunks = wrap_ddp(self.config, chunks, run.train.use_distributed_optimizer)
-        self.config.finalize_model_grads_func = mc.finalize_model_grads
+        self.chunks = wrap_ddp(
+            self.model.config, self.model.chunks, run.train.use_distributed_optimizer
+        )
+        self.model.config.finalize_model_grads_func = mc.finalize_model_grads
 
-        self.dp_group = ps.get_data_parallel_group(with_context_parallel=True)
-        dp_rank = ps.get_data_parallel_rank(with_context_parallel=False)
-        dp_size = ps.get_data_parallel_world_size(with_context_parallel=False)
         self.plan = plan_batches(
-            run.train.global_batch_tokens, run.data.seq_length, run.train.micro_batch_size, dp_size
+            run.train.global_batch_tokens,
+            run.data.seq_length,
+            run.train.micro_batch_size,
+            ctx.dp_size,
         )
         self.mixture = build_mixture(
-            run, run.data.train, self.tokenizer, self.run_dir, run.train.epochs
+            run, run.data.train, self.tokenizer, self.paths.root, run.train.epochs
         )
         self.schedule = BatchSchedule(
             self.mixture,
             self.plan.global_batch_sequences,
             self.plan.micro_batch_size,
-            dp_rank,
-            dp_size,
+            ctx.dp_rank,
+            ctx.dp_size,
         )
         self.total_steps = min(
             self.schedule.num_steps, run.train.max_steps or self.schedule.num_steps
@@ -107,35 +128,25 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(
             run.train, run.model, self.chunks, self.total_steps
         )
-        self.config.grad_scale_func = self.optimizer.scale_loss
-        self.validation = validation_mixture(run, self.tokenizer, self.run_dir)
+        self.model.config.grad_scale_func = self.optimizer.scale_loss
+        self.validation = validation_mixture(run, self.tokenizer, self.paths.root)
         self.num_tasks = len(run.data.train)
         self.forward_step = make_forward_step(
             num_tasks=self.num_tasks,
-            packed_attention=self.use_te,
-            sequence_parallel=layout.sequence_parallel,
-            tp_group=ps.get_tensor_model_parallel_group(),
-            cp_group=ps.get_context_parallel_group(),
-            slice_for_cp=mc.context_parallel_batch_slice,
+            packed_attention=self.model.use_te,
+            parallel=ctx,
             prompt_loss_weight=run.train.prompt_loss_weight,
         )
         self.forward_backward = mc.get_forward_backward_func()
-        self.is_logging_rank = (
-            ps.is_pipeline_last_stage(ignore_virtual=True)
-            and ps.get_data_parallel_rank(with_context_parallel=True) == 0
-            and ps.get_tensor_model_parallel_rank() == 0
-        )
         self.logger = TrainingLogger(
-            self.run_dir,
-            enabled=self.is_logging_rank,
+            self.paths.root,
+            enabled=ctx.is_logging_rank,
             total_steps=self.total_steps,
             tensorboard=run.train.tensorboard,
             wandb_project=run.train.wandb_project,
             run_name=run.name,
         )
-        self.checkpointer = Checkpointer(
-            self.run_dir / "checkpoints", keep=run.train.keep_checkpoints
-        )
+        self.checkpointer = Checkpointer(self.paths.checkpoints, keep=run.train.keep_checkpoints)
         self.step = 0
 
     # -- state ------------------------------------------------------------------------------------
@@ -146,7 +157,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "data": self.schedule.state_dict(),
             "world_size": dist.get_world_size(),
-            "layout": vars(self.run.model.parallel).copy(),
+            "layout": vars(self.parallel.layout).copy(),
             "task_to_expert": list(self.routing.task_to_expert),
             "task_names": list(self.routing.task_names),
         }
@@ -190,8 +201,8 @@ class Trainer:
         for item in losses or []:
             totals[:2] += item["lm loss"].double().cpu()
             totals[2:] += item["task loss"].double().cpu().reshape(-1)
-        if self.ps.is_pipeline_last_stage(ignore_virtual=True):
-            dist.all_reduce(totals, group=self.dp_group)
+        if self.parallel.holds_losses:
+            dist.all_reduce(totals, group=self.parallel.dp_cp)
         count = int(totals[1])
         per_task = totals[2:].view(-1, 2)
         task_means = [float(s / c) if c > 0 else float("nan") for s, c in per_task.tolist()]
@@ -218,7 +229,7 @@ class Trainer:
         self.step += 1
         self.schedule.step = self.step
         loss, task_losses, tokens = self._reduce_losses(losses)
-        if self.ps.is_pipeline_last_stage(ignore_virtual=True) and not np.isfinite(loss):
+        if self.parallel.holds_losses and not np.isfinite(loss):
             raise TrainingError(f"step {self.step}: loss is {loss}")
         return {
             "loss": loss,
@@ -231,14 +242,17 @@ class Trainer:
         """Validation loss on held-out sequences (eval mode: plain top-k routing, no task ids)."""
         if self.validation is None or len(self.validation) == 0:
             return None
-        from nemo_neko.data.mixture import BatchSchedule
-
         unit = self.plan.micro_batch_size * self.plan.data_parallel_size
         size = max(unit, min(self.run.train.eval_sequences, len(self.validation)) // unit * unit)
         if size > len(self.validation):
             return None
-        schedule = BatchSchedule(self.validation, size, self.plan.micro_batch_size,
-                                 self.schedule.dp_rank, self.schedule.dp_size)  # fmt: skip
+        schedule = BatchSchedule(
+            self.validation,
+            size,
+            self.plan.micro_batch_size,
+            self.schedule.dp_rank,
+            self.schedule.dp_size,
+        )
         for chunk in self.chunks:
             chunk.eval()
         try:
@@ -262,17 +276,18 @@ class Trainer:
 
     def _routing_table(self) -> torch.Tensor:
         """Tokens per (expert, task slot, gate/forced), summed over layers and ranks (collective)."""
+        from nemo_neko.moe.layer import NeKoMoELayer
         from nemo_neko.moe.stats import collect_routing_stats
 
         layers = [
-            m for chunk in self.chunks for m in chunk.modules() if hasattr(m, "routing_stats")
+            m for chunk in self.chunks for m in chunk.modules() if isinstance(m, NeKoMoELayer)
         ]
-        stats = collect_routing_stats(layers, group=self.ps.get_expert_model_parallel_group())
+        stats = collect_routing_stats(layers, group=self.parallel.ep)
         table = torch.zeros(self.run.model.num_experts, self.num_tasks + 1, 2, dtype=torch.float64)
         for counts in stats.values():
             table += counts.double()
-        dist.all_reduce(table, group=self.ps.get_expert_data_parallel_group())
-        dist.all_reduce(table, group=self.ps.get_pipeline_model_parallel_group())
+        dist.all_reduce(table, group=self.parallel.expt_dp)
+        dist.all_reduce(table, group=self.parallel.pp)
         return table
 
     def _aux_losses(self) -> dict[str, float]:
@@ -287,7 +302,7 @@ class Trainer:
             total = torch.zeros(1, dtype=torch.float64)
             if tensor is not None:
                 total += float(tensor.sum())
-            dist.all_reduce(total, group=self.ps.get_pipeline_model_parallel_group())  # all layers
+            dist.all_reduce(total, group=self.parallel.pp)  # all layers
             if tensor is not None or total.item():
                 values[name] = total.item() / moe_layers / self.plan.micro_batches_per_step
         mc.clear_aux_losses()
@@ -296,9 +311,13 @@ class Trainer:
     def _log_step(self, result: dict, tokens_per_s: float) -> None:
         run = self.run
         names = [spec.name for spec in run.data.train]
-        scalars = {"loss": result["loss"], "grad_norm": result["grad_norm"],
-                   "lr": self.scheduler.optimizer.param_groups[0]["lr"], "tokens_per_s": tokens_per_s,
-                   "target_tokens": result["target_tokens"]}  # fmt: skip
+        scalars = {
+            "loss": result["loss"],
+            "grad_norm": result["grad_norm"],
+            "lr": self.scheduler.optimizer.param_groups[0]["lr"],
+            "tokens_per_s": tokens_per_s,
+            "target_tokens": result["target_tokens"],
+        }
         scalars.update({f"loss/{n}": v for n, v in zip(names, result["task_losses"])})
         scalars.update(self._aux_losses())
         line = None
@@ -307,8 +326,7 @@ class Trainer:
             for t, name in enumerate(names):
                 for e in range(run.model.num_experts):
                     scalars[f"routing/{name}/expert{e}"] = float(table[e, t + 1].sum())
-            total = float(table.sum())
-            scalars["routing/forced_share"] = float(table[..., 1].sum()) / total if total else 0.0
+            scalars["routing/forced_share"] = forced_share(table)
             line = (
                 f"step {self.step:>6}/{self.total_steps} | loss {result['loss']:.4f}"
                 f" | lb {scalars.get('load_balancing_loss', float('nan')):.3f}"
@@ -327,6 +345,7 @@ class Trainer:
             f"of {self.plan.micro_batch_size} per rank), {len(self.mixture)} sequences over {self.run.train.epochs} epochs"
         )
         last = {}
+        self.logger.start(self.step)
         while self.step < self.total_steps:
             start = time.perf_counter()
             result = self.train_step()
@@ -340,10 +359,8 @@ class Trainer:
                 self.save()
         if self.run.train.eval_interval and self.step % self.run.train.eval_interval:
             self._log_validation()
-        if (
-            self.checkpointer.latest() is None
-            or self.checkpointer.latest().name != f"step_{self.step:08d}"
-        ):
+        latest = self.checkpointer.latest()
+        if latest is None or latest.name != checkpoint_name(self.step):
             self.save()
         self.logger.close()
         return last

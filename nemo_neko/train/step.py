@@ -5,9 +5,11 @@
 
 1. turns the packed micro-batch (``[B, L]`` numpy arrays) into tensors on the model's device,
    with a block-diagonal causal mask (local attention) or ``cu_seqlens`` (Transformer Engine);
-2. runs the model inside :func:`~nemo_neko.moe.task_context.task_routing_scope`, so every NeKo
-   router of every layer sees the micro-batch's per-token task ids (sliced for SP and CP);
-3. returns the per-token losses and :func:`loss_func`, which sums the loss over target tokens and
+2. with context parallelism, cuts the batch (tokens, labels, masks, positions *and* task ids)
+   once, with Megatron's own ``get_batch_on_this_cp_rank``;
+3. runs the model inside :func:`~nemo_neko.moe.task_context.task_routing_scope`, so every NeKo
+   MoE layer sees this rank's per-token task ids (the scope slices them for SP only);
+4. returns the per-token losses and :func:`loss_func`, which sums the loss over target tokens and
    reports it overall and per task (``[sum, count]`` pairs, reduced later across micro-batches
    and data-parallel ranks). Gradients are divided by the global number of target tokens
    (``calculate_per_token_loss``): a token-level mean over the whole global batch.
@@ -109,10 +111,7 @@ def make_forward_step(
     *,
     num_tasks: int,
     packed_attention: bool,
-    sequence_parallel: bool,
-    tp_group=None,
-    cp_group=None,
-    slice_for_cp=None,
+    parallel,
     prompt_loss_weight: float = 0.0,
 ):
     """The ``forward_step_func(data_iterator, model)`` for Megatron's schedules.
@@ -120,12 +119,14 @@ def make_forward_step(
     Args:
         num_tasks: datasets in the mixture (per-task loss rows).
         packed_attention: use ``packed_seq_params`` (Transformer Engine) instead of a mask.
-        sequence_parallel: the model scatters the sequence over ``tp_group``.
-        tp_group, cp_group: process groups for slicing the task ids like the hidden states.
-        slice_for_cp: slices a ``[B, L]`` batch dict for this CP rank (Megatron's own split);
-            required when ``cp_group`` has more than one rank.
+        parallel: the :class:`~nemo_neko.parallel.ParallelContext` (sequence parallelism and
+            its TP group slice the task ids; CP > 1 cuts the batch with Megatron's own split).
         prompt_loss_weight: ``train.prompt_loss_weight`` (0 = target tokens only).
     """
+    from nemo_neko.compat.megatron import context_parallel_batch_slice
+
+    sequence_parallel = parallel.layout.sequence_parallel
+    context_parallel = parallel.layout.context > 1
 
     def forward_step(data_iterator, model):
         batch = next(data_iterator)
@@ -138,14 +139,14 @@ def make_forward_step(
             batch = dict(batch, prompt_weights=(prompt_loss_weight * mask).numpy())
             sliced.append("prompt_weights")
         tensors = batch_to_tensors(batch, device, packed_attention)
-        full_task_ids = tensors["task_ids"]
-        if cp_group is not None and cp_group.size() > 1:
-            tensors.update(slice_for_cp({k: tensors[k] for k in sliced}))
+        if context_parallel:  # the one CP split, task ids included
+            tensors.update(
+                context_parallel_batch_slice({k: tensors[k] for k in sliced}, parallel.cp)
+            )
         with task_routing_scope(
-            full_task_ids,
+            tensors["task_ids"],
             sequence_parallel=sequence_parallel,
-            tp_group=tp_group,
-            cp_group=cp_group,
+            tp_group=parallel.tp,
             num_tasks=num_tasks,
         ):
             output = model(

@@ -30,8 +30,9 @@ def test_help_is_light(script):
 def _run(*args):
     return subprocess.run(
         [sys.executable, str(REPO / "data_prep" / "prepare_asr_corpus.py"), *args],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_prepare_cli_list_and_manual_download(tmp_path):
@@ -45,10 +46,22 @@ def test_prepare_cli_list_and_manual_download(tmp_path):
 def test_generate_cli_rejects_options_of_another_backend(tmp_path):
     out = subprocess.run(
         [
-            sys.executable, str(REPO / "data_prep" / "generate_nbest.py"), "run", "x.jsonl.gz",
-            "--out-dir", str(tmp_path), "--name", "n", "--dataset", "d",
-            "--backend", "pocketsphinx", "--temperature", "0.3",
+            sys.executable,
+            str(REPO / "data_prep" / "generate_nbest.py"),
+            "run",
+            "x.jsonl.gz",
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "n",
+            "--dataset",
+            "d",
+            "--backend",
+            "pocketsphinx",
+            "--temperature",
+            "0.3",
         ],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0 and "--temperature is a canary option" in out.stderr

@@ -24,13 +24,29 @@ def test_audio_to_nbest_to_records_to_packed_batches(manifests, tmp_path):
 
     out = subprocess.run(
         [
-            sys.executable, str(REPO / "data_prep" / "generate_nbest.py"), "run",
-            str(manifests["test-clean"]), "--out-dir", str(tmp_path), "--name", "ls_test",
-            "--dataset", "librispeech", "--backend", "pocketsphinx", "--n", "5",
-            "--duplicates", "unique_pad", "--batch-size", "2",
+            sys.executable,
+            str(REPO / "data_prep" / "generate_nbest.py"),
+            "run",
+            str(manifests["test-clean"]),
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "ls_test",
+            "--dataset",
+            "librispeech",
+            "--backend",
+            "pocketsphinx",
+            "--n",
+            "5",
+            "--duplicates",
+            "unique_pad",
+            "--batch-size",
+            "2",
         ],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert (
         summary["utterances"] == 2 and summary["utterances_per_second"] > 0 and summary["rtfx"] > 0

@@ -174,10 +174,23 @@ def test_sigkilled_process_restarts_to_identical_output(manifests, tmp_path):
         )
     )
     command = [
-        sys.executable, str(REPO / "data_prep" / "generate_nbest.py"), "run", cuts,
-        "--out-dir", str(tmp_path / "run"), "--name", "libri", "--dataset", "librispeech",
-        "--backend", "pocketsphinx", "--batch-size", "1", "--duplicates", "unique_pad",
-    ]  # fmt: skip
+        sys.executable,
+        str(REPO / "data_prep" / "generate_nbest.py"),
+        "run",
+        cuts,
+        "--out-dir",
+        str(tmp_path / "run"),
+        "--name",
+        "libri",
+        "--dataset",
+        "librispeech",
+        "--backend",
+        "pocketsphinx",
+        "--batch-size",
+        "1",
+        "--duplicates",
+        "unique_pad",
+    ]
     parts = tmp_path / "run" / ".libri.parts"
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -198,8 +211,10 @@ def test_sigkilled_process_restarts_to_identical_output(manifests, tmp_path):
     assert run_records.read_bytes() == reference.records_path.read_bytes()
     assert len(read_records(run_records)) == 10
     assert sorted(os.listdir(tmp_path / "run")) == [
-        "libri.cuts.jsonl.gz", "libri.job.json", "libri.records.jsonl.gz"
-    ]  # fmt: skip
+        "libri.cuts.jsonl.gz",
+        "libri.job.json",
+        "libri.records.jsonl.gz",
+    ]
 
 
 def test_bad_input_cuts_are_reported_with_file_line_and_field(tmp_path):

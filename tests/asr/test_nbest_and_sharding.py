@@ -1,12 +1,14 @@
 """Pure functions: the duplicate policies, the batch plan, shard assignment, seeds, progress."""
 
 import io
+import time
 
 import pytest
 
 from nemo_neko.asr.nbest import NBest, finalize_nbest, known_policies
-from nemo_neko.asr.progress import Progress
+from nemo_neko.asr.progress import Throughput
 from nemo_neko.asr.sharding import Shard, batch_seed, fingerprint, plan_batches
+from nemo_neko.utils.progress import Progress
 
 
 def test_keep_truncates_and_keeps_duplicates():
@@ -70,14 +72,15 @@ def test_shards_partition_the_plan_and_seeds_are_per_batch():
     assert fingerprint({"a": 1, "b": [2]}) == fingerprint({"b": [2], "a": 1})
 
 
-def test_progress_reports_rates_without_a_terminal(caplog):
-    stream = io.StringIO()  # not a TTY: plain log lines
-    with caplog.at_level("INFO", logger="nemo_neko.asr.progress"):
-        progress = Progress(10, done=4, desc="test", stream=stream, interval=0.0)
-        progress.update(2, 6.0)
-        stats = progress.close()
-    assert stats.utterances == 2 and stats.audio_seconds == 6.0
+def test_progress_reports_rates_without_a_terminal():
+    stream = io.StringIO()  # not a TTY: plain lines
+    progress = Progress(10, done=4, desc="test", unit="utt", stream=stream, interval=0.0)
+    stats = Throughput(utterances=2, audio_seconds=6.0)
+    time.sleep(0.01)
+    progress.update(2, postfix=stats.postfix())
+    stats.wall_seconds = progress.close()
     assert stats.rtfx == pytest.approx(6.0 / stats.wall_seconds)
     assert stats.utterances_per_second == pytest.approx(2 / stats.wall_seconds)
-    assert "6/10 utterances" in caplog.text and "utt/s" in caplog.text and "RTFx" in caplog.text
-    assert stream.getvalue() == ""
+    text = stream.getvalue()
+    assert "test: 6/10 utt (60.0%)" in text and "utt/s" in text and "ETA " in text, text
+    assert "RTFx" in text and progress.rate == pytest.approx(2 / progress.elapsed, rel=0.5)

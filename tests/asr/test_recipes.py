@@ -168,9 +168,15 @@ def test_corpus_registry_and_manual_downloads(tmp_path):
     from nemo_neko.asr.recipes import CORPORA, ManualDownloadRequired, leaderboard_test_sets, recipe
 
     assert CORPORA == (
-        "librispeech", "tedlium", "gigaspeech", "spgispeech", "earnings22", "ami", "voxpopuli",
+        "librispeech",
+        "tedlium",
+        "gigaspeech",
+        "spgispeech",
+        "earnings22",
+        "ami",
+        "voxpopuli",
         "commonvoice",
-    )  # fmt: skip
+    )
     tests = leaderboard_test_sets()
     assert tests["librispeech"] == ("test-clean", "test-other") and tests["gigaspeech"] == ("TEST",)
     assert recipe("ami").CORPUS.select(["train", "eval"]) == ["train", "test"]

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from nemo_neko.layout import ParallelLayout
+from nemo_neko.parallel import ParallelLayout
 from nemo_neko.testing.distributed import run_distributed
 from tests.convert.hf_models import hf_logits, read_safetensors_dir, tokens
 from tests.convert.workers import check_logits, convert, import_without_extra_states
@@ -59,8 +59,16 @@ def test_round_trip_reproduces_every_tensor_bit_for_bit(kind, hf_model, imported
     assert sorted(index["weight_map"]) == sorted(before)
     assert len(set(index["weight_map"].values())) > 1
     config, original = (json.loads((p / "config.json").read_text()) for p in (out, source))
-    for key in ("model_type", "architectures", "hidden_size", "num_hidden_layers", "vocab_size",
-                "num_key_value_heads", "intermediate_size", "tie_word_embeddings"):  # fmt: skip
+    for key in (
+        "model_type",
+        "architectures",
+        "hidden_size",
+        "num_hidden_layers",
+        "vocab_size",
+        "num_key_value_heads",
+        "intermediate_size",
+        "tie_word_embeddings",
+    ):
         assert config[key] == original[key], key
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         assert (out / name).read_bytes() == (source / name).read_bytes()

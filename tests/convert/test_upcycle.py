@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from nemo_neko.layout import ParallelLayout
+from nemo_neko.parallel import ParallelLayout
 from nemo_neko.testing.distributed import run_distributed
 from tests.convert.hf_models import VOCAB, hf_logits, read_safetensors_dir, save_hf_model, tokens
 from tests.convert.workers import check_logits, convert, read_params, save_logits

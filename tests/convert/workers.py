@@ -44,19 +44,21 @@ def megatron_logits(source: str, layout, ids: torch.Tensor) -> torch.Tensor:
     ``source`` (an imported folder or a run) the way ``train.init_from`` loads it."""
     from nemo_neko.compat import megatron as mc
     from nemo_neko.convert.exporter import resolve_source
+    from nemo_neko.model.checkpoint import Checkpointer
     from nemo_neko.moe.config import TaskRoutingConfig
     from nemo_neko.parallel import initialize_parallel
     from nemo_neko.testing.models import causal_mask
-    from nemo_neko.train.checkpoint import Checkpointer
-    from nemo_neko.train.model import build_model, transformer_config
 
     found = resolve_source(source)
     model = dataclasses.replace(
         found.model, transformer_impl="local", params_dtype="float32", parallel=layout
     )
-    initialize_parallel(layout, num_experts=model.num_experts or None, num_layers=model.num_layers)
-    config = transformer_config(model, layout)
-    chunks = build_model(model, config, TaskRoutingConfig(), model.padded_vocab_size(), 64)
+    parallel = initialize_parallel(
+        layout, num_experts=model.num_experts or None, num_layers=model.num_layers
+    )
+    chunks = model.build(
+        routing=TaskRoutingConfig(), parallel=parallel, max_sequence_length=64
+    ).chunks
     Checkpointer(found.checkpoint).load(
         found.checkpoint, chunks, optimizer=None, trainer_state_required=False
     )

@@ -54,9 +54,15 @@ def results(tmp_path):
 @pytest.mark.parametrize("protocol", ["esb2024", "oal2026"])
 def test_score_writes_table_json_and_markdown(results, tmp_path, protocol):
     out = run_cli(
-        "score", results, "--protocol", protocol,
-        "--json", tmp_path / "s.json", "--markdown", tmp_path / "s.md",
-    )  # fmt: skip
+        "score",
+        results,
+        "--protocol",
+        protocol,
+        "--json",
+        tmp_path / "s.json",
+        "--markdown",
+        tmp_path / "s.md",
+    )
     assert out.returncode == 0, out.stderr
     assert f"protocol {protocol}" in out.stdout and "composite WER %" in out.stdout
     data = json.loads((tmp_path / "s.json").read_text())
@@ -106,13 +112,24 @@ def png_size(path):
 def test_report_with_predictions_writes_json_markdown_and_png(records_file, tmp_path):
     preds = write_jsonl(
         tmp_path / "preds.jsonl",
-        [{"id": "a1", "prediction": "list all flights"}, {"id": "a2", "prediction": "show fares"},
-         {"id": "m1", "prediction": "Das ist gut."}],
-    )  # fmt: skip
+        [
+            {"id": "a1", "prediction": "list all flights"},
+            {"id": "a2", "prediction": "show fares"},
+            {"id": "m1", "prediction": "Das ist gut."},
+        ],
+    )
     out = run_cli(
-        "report", records_file, "--predictions", preds, "--json", tmp_path / "r.json",
-        "--markdown", tmp_path / "r.md", "--png", tmp_path / "r.png",
-    )  # fmt: skip
+        "report",
+        records_file,
+        "--predictions",
+        preds,
+        "--json",
+        tmp_path / "r.json",
+        "--markdown",
+        tmp_path / "r.md",
+        "--png",
+        tmp_path / "r.png",
+    )
     assert out.returncode == 0, out.stderr
     assert "N-best oracle" in out.stdout and "mean of 1" in out.stdout
     rows = {r["dataset"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}

@@ -124,8 +124,14 @@ def test_empty_manifest_is_an_error(write):
 
 
 def chunk(parent, index, pred, text="a b c d", duration=1.0, time=0.25, line=0):
-    return {"parent_id": parent, "chunk_index": index, "text": text, "pred_text": pred,
-            "duration": duration, "time": time}  # fmt: skip
+    return {
+        "parent_id": parent,
+        "chunk_index": index,
+        "text": text,
+        "pred_text": pred,
+        "duration": duration,
+        "time": time,
+    }
 
 
 def test_merge_chunks_concatenates_in_index_order(write):

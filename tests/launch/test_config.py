@@ -52,8 +52,11 @@ def test_unknown_keys_and_wrong_types_are_rejected():
         compose_config(["model.hidden_sise=12"])
     with pytest.raises((ValidationError, ConfigCompositionException), match="num_layers"):
         to_run_config(compose_config(["model.num_layers=many"]))
-    with pytest.raises(ValueError, match=r"stages \['deploy'\] unknown"):
+    with pytest.raises(ConfigCompositionException, match=r"stages=\[train,deploy\]") as error:
         to_run_config(compose_config(["stages=[train,deploy]"]))
+    assert "Invalid value 'deploy', expected one of [train, correct, report]" in str(
+        error.value.__cause__
+    )
 
 
 def test_saved_config_reloads_identically(tmp_path):
@@ -76,3 +79,52 @@ def test_dry_run_prints_layout_and_parameter_counts(tmp_path):
     assert "model tiny:" in out.stdout and "parameters total" in out.stdout
     assert "layout: TP=1 PP=1" in out.stdout
     assert not (tmp_path / "run").exists(), "a dry run writes nothing"
+
+
+def _leaves(node, prefix=()):
+    """``(key path, value)`` of every scalar or list in a YAML mapping."""
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def _yaml_settings():
+    """Every (file, full key path, value) a shipped YAML sets (``defaults`` and ``hydra`` aside)."""
+    import yaml
+
+    for path in sorted(CONF_DIR.rglob("*.yaml")):
+        text = path.read_text()
+        group = path.relative_to(CONF_DIR).parts[0] if path.parent != CONF_DIR else None
+        package = () if group is None or "@package _global_" in text else (group,)
+        data = yaml.safe_load(text) or {}
+        for keys, value in _leaves({k: v for k, v in data.items() if k not in ("defaults", "hydra")}):
+            yield path.relative_to(CONF_DIR), (*package, *keys), value
+
+
+def test_yaml_sets_only_what_differs_from_the_schema():
+    from omegaconf import OmegaConf
+
+    from nemo_neko.config import RunConfig
+
+    schema = OmegaConf.to_container(OmegaConf.structured(RunConfig), enum_to_str=True)
+    settings = list(_yaml_settings())
+    assert len(settings) > 50
+
+    def default(keys):
+        node = schema
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                return KeyError
+            node = node[key]
+        return node
+
+    repeated = []
+    for file, keys, value in settings:
+        if value != default(keys):
+            continue
+        # setting a default back is an override only when another file sets it otherwise
+        if not any(k == keys and v != value for f, k, v in settings if f != file):
+            repeated.append(f"{file}: {'.'.join(keys)} = {value!r} is the schema's default")
+    assert not repeated, "\n".join(repeated)

@@ -6,10 +6,11 @@ import math
 import re
 
 import pytest
+from hydra.errors import ConfigCompositionException
 
 from nemo_neko.config import to_run_config
 from nemo_neko.launch import launch
-from nemo_neko.layout import LayoutError
+from nemo_neko.parallel import LayoutError
 from nemo_neko.testing.distributed import run_distributed
 from tests.launch.test_config import compose_config
 
@@ -74,9 +75,14 @@ def run_of(model, cluster="local", *overrides):
 
 def dry_run(capsys, tmp_path, model, cluster, *overrides) -> str:
     cfg = compose_config(
-        [f"model={model}", f"cluster={cluster}", "dry_run=true", f"run_dir={tmp_path / 'run'}",
-         *overrides]
-    )  # fmt: skip
+        [
+            f"model={model}",
+            f"cluster={cluster}",
+            "dry_run=true",
+            f"run_dir={tmp_path / 'run'}",
+            *overrides,
+        ]
+    )
     assert launch(cfg) == 0
     assert not (tmp_path / "run").exists(), "a dry run writes nothing"
     return capsys.readouterr().out
@@ -95,7 +101,7 @@ def hand_count(h, layers, heads, kv_heads, head_dim, expert_ffn, experts, topk, 
     return (
         layers * (shared + experts * expert) + embeddings,
         layers * (shared + topk * expert) + embeddings,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -191,8 +197,9 @@ def test_a_layout_that_does_not_fit_the_cluster_fails_before_anything_is_written
         )
     with pytest.raises(LayoutError, match="num_moe_experts=60 is not divisible by .* EP=8"):
         launch(compose_config(["model=qwen_moe", "model.parallel.expert=8"]))
-    with pytest.raises(ValueError, match="launcher must be srun or torchrun"):
+    with pytest.raises(ConfigCompositionException, match="cluster.launcher=mpirun") as error:
         launch(compose_config(["cluster=slurm", "cluster.launcher=mpirun"]))
+    assert "Invalid value 'mpirun', expected one of [srun, torchrun]" in str(error.value.__cause__)
     assert not (tmp_path / "run").exists()
 
 
@@ -221,15 +228,15 @@ and top-k, tied embeddings, QKV bias, the gated shared expert."""
 
 def _count_built_models(rank, world_size, runs):
     from nemo_neko.parallel import ParallelLayout, initialize_parallel
-    from nemo_neko.train.loop import routing_config
-    from nemo_neko.train.model import build_model, transformer_config
 
     for run in runs:
         model = run.model
-        initialize_parallel(ParallelLayout(), num_experts=model.num_experts, num_layers=2)
-        chunks = build_model(
-            model, transformer_config(model), routing_config(run), model.padded_vocab_size(), 64
+        parallel = initialize_parallel(
+            ParallelLayout(), num_experts=model.num_experts, num_layers=2
         )
+        chunks = model.build(
+            routing=run.task_routing(), parallel=parallel, max_sequence_length=64
+        ).chunks
         built = sum(p.numel() for chunk in chunks for p in chunk.parameters())
         counts = model.num_params(padded=True)
         assert built == counts["total"], (model.name, built, counts)

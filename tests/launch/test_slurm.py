@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nemo_neko.config import to_run_config
+from nemo_neko.config import CONF_DIR, to_run_config
 from nemo_neko.launch import launch
 from nemo_neko.launch.slurm import SlurmError, render
 from tests.launch.test_config import ROOT, compose_config
@@ -157,7 +157,8 @@ def test_dockerfile_builds_on_a_pinned_nemo_release_without_reinstalling_torch()
     assert installs and all("-c /opt/container-pins.txt" in line for line in installs)
     assert "grep -iE '^(torch|" in code, "the container's torch must be pinned"
     assert not re.search(r"pip install[^\n]*\btorch\b|constraints/cpu\.txt|--force-reinstall", code)
-    assert re.search(r'^CMD \["python", "launch/run.py"\]$', code, flags=re.M)
-    slurm = (ROOT / "conf" / "cluster" / "slurm.yaml").read_text()
+    assert re.search(r'^CMD \["python", "-m", "nemo_neko.launch"\]$', code, flags=re.M)
+    assert not re.search(r"pip install[^\n]*\s-e\s", code), "installed non-editable, as a wheel"
+    slurm = (CONF_DIR / "cluster" / "slurm.yaml").read_text()
     tag = base.split(":")[1]
     assert f"container_image: nvcr.io#nvidia/nemo:{tag}" in slurm, "the same NeMo release"

@@ -85,10 +85,20 @@ def slurm(tmp_path_factory):
 def submit(env, run_dir: Path, *overrides) -> str:
     """``python launch/run.py cluster=slurm_local model=tiny ...``; returns the job id."""
     done = subprocess.run(
-        [sys.executable, "launch/run.py", "cluster=slurm_local", "model=tiny", f"run_dir={run_dir}",
-         *overrides],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "launch/run.py",
+            "cluster=slurm_local",
+            "model=tiny",
+            f"run_dir={run_dir}",
+            *overrides,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     job = re.search(r"submitted job (\d+)", done.stdout).group(1)
     assert f"log:    {run_dir}/slurm/{job}.out" in done.stdout
@@ -96,8 +106,9 @@ def submit(env, run_dir: Path, *overrides) -> str:
 
 
 def job_state(env, job: str) -> str:
-    shown = subprocess.run(["scontrol", "show", "job", "-o", job], env=env, capture_output=True,
-                           text=True, timeout=60)  # fmt: skip
+    shown = subprocess.run(
+        ["scontrol", "show", "job", "-o", job], env=env, capture_output=True, text=True, timeout=60
+    )
     found = re.search(r"JobState=(\S+)", shown.stdout)
     return found.group(1) if found else "UNKNOWN"
 
@@ -132,8 +143,13 @@ def latest(run_dir: Path) -> str:
 
 def test_tiny_trains_on_slurm_then_resumes_after_resubmission_and_requeue(slurm, tmp_path):
     run_dir = tmp_path / "run"
-    common = [*MICRO_OVERRIDES, *write_micro_data(tmp_path / "data"), "train.epochs=2",
-              f"cluster.master_port={_free_ports(1)}", "generate.max_records_per_dataset=3"]  # fmt: skip
+    common = [
+        *MICRO_OVERRIDES,
+        *write_micro_data(tmp_path / "data"),
+        "train.epochs=2",
+        f"cluster.master_port={_free_ports(1)}",
+        "generate.max_records_per_dataset=3",
+    ]
 
     job = submit(slurm, run_dir, *common, "train.max_steps=20", "stages=[train]")
     log = run_dir / "slurm" / f"{job}.out"
@@ -157,8 +173,9 @@ def test_tiny_trains_on_slurm_then_resumes_after_resubmission_and_requeue(slurm,
     subprocess.run(["scontrol", "requeue", job], env=slurm, check=True, timeout=60)
     for _ in range(60):
         if job_state(slurm, job) == "PENDING":
-            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm,
-                           timeout=60)  # fmt: skip
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm, timeout=60
+            )
             break
         time.sleep(1)
     wait(slurm, job, log)
@@ -174,10 +191,22 @@ def test_tiny_trains_on_slurm_then_resumes_after_resubmission_and_requeue(slurm,
 
 def test_a_submission_slurm_rejects_is_a_clear_error(slurm, tmp_path):
     done = subprocess.run(
-        [sys.executable, "launch/run.py", "cluster=slurm_local", "cluster.partition=no_such_partition",
-         f"run_dir={tmp_path / 'run'}"],
-        cwd=ROOT, env=slurm, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "launch/run.py",
+            "cluster=slurm_local",
+            "cluster.partition=no_such_partition",
+            f"run_dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        env=slurm,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0
-    assert re.search(r"SlurmError: sbatch rejected \S+run\.sbatch \(exit 1\): .*invalid partition",
-                     done.stderr, flags=re.I), done.stderr  # fmt: skip
+    assert re.search(
+        r"SlurmError: sbatch rejected \S+run\.sbatch \(exit 1\): .*invalid partition",
+        done.stderr,
+        flags=re.I,
+    ), done.stderr

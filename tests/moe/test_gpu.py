@@ -29,7 +29,7 @@ def _check_cuda(rank, world_size):
     task_ids = torch.randint(0, 2, (2, 64))
     with task_routing_scope(task_ids):
         out, _ = layer(x)
-        _, routing_map = layer.router(x)
+        _, routing_map = layer.route(x)
     out.float().sum().backward()
     ids_T = task_ids.t().reshape(-1).cuda()
     forced = torch.tensor([2, 7], device="cuda")[ids_T]

@@ -40,7 +40,7 @@ def _check_mixture(rank, world_size, dispatcher):
     task_ids = torch.randint(-1, 2, (B, S), generator=gen)
     with task_routing_scope(task_ids):
         out, bias = layer(x)
-        probs, routing_map = layer.router(x)
+        probs, routing_map = layer.route(x)
     assert bias is None
     x_TH = x.view(-1, H)
     want = torch.zeros_like(x_TH)

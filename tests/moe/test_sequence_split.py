@@ -10,7 +10,7 @@ import torch
 from nemo_neko.compat import megatron as mc
 from nemo_neko.moe.config import TaskRoutingConfig
 from nemo_neko.moe.stats import collect_routing_stats
-from nemo_neko.moe.task_context import context_parallel_slice, task_routing_scope
+from nemo_neko.moe.task_context import task_routing_scope
 from nemo_neko.parallel import ParallelLayout, initialize_parallel
 from nemo_neko.testing.distributed import run_distributed
 from nemo_neko.testing.models import build_moe_layer, tiny_moe_config
@@ -31,9 +31,9 @@ def labelled_batch(seed):
 def assert_forced_expert_chosen(layer, local_hidden):
     """Decode each local token's task from its hidden state; its expert must be chosen."""
     ids_T = local_hidden[..., 0].reshape(-1).round().long()
-    tasks = layer.router.last_token_tasks
+    tasks = layer.token_tasks(ids_T.numel(), local_hidden.device)
     assert torch.equal(tasks.slot_T, ids_T + 1), "task ids are not aligned with the hidden states"
-    probs, routing_map = layer.router(local_hidden)
+    probs, routing_map = layer.route(local_hidden)
     labelled = ids_T >= 0
     forced = torch.tensor(TASK_TO_EXPERT)[ids_T.clamp(min=0)]
     assert routing_map[labelled, forced[labelled]].all(), "a forced expert is not among the chosen"
@@ -77,12 +77,16 @@ def _check_cp(rank, world_size):
     )
     layer.train()
     task_ids, hidden = labelled_batch(seed=12)
-    # the model's hidden states on this CP rank: the CP slice of the sequence, as [S/CP, B, H]
-    local = context_parallel_slice(hidden.transpose(0, 1), rank, 2).transpose(0, 1).contiguous()
-    cp_group = mc.parallel_state.get_context_parallel_group()
-    with task_routing_scope(task_ids, cp_group=cp_group, num_tasks=3):
-        layer(local)
-        assert_forced_expert_chosen(layer, local)
+    # the batch cut once for this CP rank, task ids with the tokens (Megatron's own split):
+    # the model's hidden states are then [S/CP, B, H] and the ids [B, S/CP]
+    local = mc.context_parallel_batch_slice(
+        {"task_ids": task_ids, "hidden": hidden.transpose(0, 1).contiguous()},
+        mc.parallel_state.get_context_parallel_group(),
+    )
+    hidden_local = local["hidden"].transpose(0, 1).contiguous()
+    with task_routing_scope(local["task_ids"], num_tasks=3):
+        layer(hidden_local)
+        assert_forced_expert_chosen(layer, hidden_local)
 
 
 def test_context_parallel_2():

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from nemo_neko.moe.task_context import (
-    context_parallel_slice,
     current_task_ids,
     router_token_task_ids,
     task_routing_scope,
@@ -25,13 +24,11 @@ def test_sequence_parallel_takes_this_ranks_rows():
     assert no_sp.numel() == 16
 
 
-def test_context_parallel_keeps_the_load_balanced_chunks():
-    ids = torch.arange(8).view(1, 8)  # chunks of 2 for CP=2: [0 1][2 3][4 5][6 7]
-    assert context_parallel_slice(ids, 0, 2).tolist() == [[0, 1, 6, 7]]
-    assert context_parallel_slice(ids, 1, 2).tolist() == [[2, 3, 4, 5]]
-    both = router_token_task_ids(
-        ids, cp_rank=1, cp_size=2, sequence_parallel=True, tp_rank=1, tp_size=2
-    )
+def test_cp_local_ids_are_only_sliced_for_sequence_parallelism():
+    # CP rank 1 of 2 holds chunks [2 3][4 5] of [0..7], cut with the batch (Megatron's split);
+    # the scope takes those CP-local ids and only picks this TP rank's SP rows
+    cp_local = torch.tensor([[2, 3, 4, 5]])
+    both = router_token_task_ids(cp_local, sequence_parallel=True, tp_rank=1, tp_size=2)
     assert both.tolist() == [4, 5]
 
 
@@ -60,8 +57,6 @@ def test_bad_task_ids():
         router_token_task_ids(torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="integer tensor"):
         router_token_task_ids(torch.tensor([[0.0]]))
-    with pytest.raises(ValueError, match="divisible by 2 \\* context_parallel_size"):
-        router_token_task_ids(torch.zeros(1, 6, dtype=torch.long), cp_rank=0, cp_size=2)
     with pytest.raises(ValueError, match="divisible by tensor_model_parallel_size=2"):
         router_token_task_ids(
             torch.zeros(1, 5, dtype=torch.long), sequence_parallel=True, tp_size=2

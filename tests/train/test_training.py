@@ -169,7 +169,7 @@ def _save_ep1_then_compare(rank, world_size, config_path, probe_path):
 
 
 def _probe_logits(trainer):
-    from nemo_neko.train.checkpoint import unwrap
+    from nemo_neko.model.checkpoint import unwrap
 
     model = unwrap(trainer.chunks[0])
     model.eval()

@@ -1,6 +1,6 @@
 """State-dict adapters, one per Hugging Face architecture (see README.md).
 
-Each adapter maps a Hugging Face ``config.json`` to a :class:`~nemo_neko.train.model.ModelConfig`
+Each adapter maps a Hugging Face ``config.json`` to a :class:`~nemo_neko.model.config.ModelConfig`
 and back, and every Megatron parameter to the Hugging Face tensor rows it is made of
 (:mod:`nemo_neko.convert.mapping`). Adding an architecture = one module with a
 :class:`StateDictAdapter` subclass, registered below.
@@ -13,7 +13,7 @@ from nemo_neko.convert.adapters.gemma import GemmaAdapter
 from nemo_neko.convert.adapters.mistral import LlamaAdapter, MistralAdapter
 from nemo_neko.convert.adapters.mixtral import GemmaMoeAsMixtralAdapter, MixtralAdapter
 from nemo_neko.convert.adapters.qwen2_moe import Qwen2MoeAdapter
-from nemo_neko.train.model import ModelConfig
+from nemo_neko.model.config import ModelConfig
 
 ADAPTERS: dict[str, type[StateDictAdapter]] = {
     "mixtral": MixtralAdapter,

@@ -17,7 +17,7 @@ import math
 from typing import ClassVar
 
 from nemo_neko.convert.mapping import Piece, Recipe, padded, qkv_pieces, whole
-from nemo_neko.train.model import ModelConfig
+from nemo_neko.model.config import ModelConfig
 
 
 class ConversionError(ValueError):

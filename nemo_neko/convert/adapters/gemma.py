@@ -15,7 +15,7 @@ from nemo_neko.convert.adapters.base import (
     sqrt_hidden,
 )
 from nemo_neko.convert.mapping import Recipe
-from nemo_neko.train.model import ModelConfig
+from nemo_neko.model.config import ModelConfig
 
 
 class GemmaAdapter(StateDictAdapter):

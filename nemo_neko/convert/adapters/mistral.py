@@ -7,7 +7,7 @@ import logging
 
 from nemo_neko.convert.adapters.base import StateDictAdapter, dense_llama_mlp
 from nemo_neko.convert.mapping import Recipe
-from nemo_neko.train.model import ModelConfig
+from nemo_neko.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from nemo_neko.convert.adapters.base import ConversionError, StateDictAdapter, sqrt_hidden
 from nemo_neko.convert.mapping import Recipe, Rows, padded, whole
-from nemo_neko.train.model import ModelConfig
+from nemo_neko.model.config import ModelConfig
 
 
 class MixtralAdapter(StateDictAdapter):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from nemo_neko.convert.adapters.base import ConversionError, StateDictAdapter, gated_mlp
 from nemo_neko.convert.mapping import Recipe, whole
-from nemo_neko.train.model import ModelConfig
+from nemo_neko.model.config import ModelConfig
 
 
 class Qwen2MoeAdapter(StateDictAdapter):

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nemo_neko.data.records import CorrectionRecord, RecordError, open_text, validate_record
+from nemo_neko.data.records import CorrectionRecord, RecordError, validate_record
+from nemo_neko.utils.jsonl import open_text
 
 PARQUET_HINT = "reading parquet needs pyarrow: pip install pyarrow (or convert the file to JSONL)"
 

@@ -27,6 +27,9 @@ import torch
 import torch.distributed as dist
 
 from nemo_neko.compat.megatron import align_optimizer_state
+from nemo_neko.parallel.context import barrier as _barrier
+from nemo_neko.parallel.context import global_rank as _rank
+from nemo_neko.paths import CHECKPOINT_PREFIX, checkpoint_name
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +39,6 @@ SHARDED_METADATA = {
     "chained_optim_avoid_prefix": True,
 }
 INCOMPLETE = ".incomplete"
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def unwrap(chunk):
@@ -140,7 +134,7 @@ class Checkpointer:
         """Collective: write checkpoint ``step`` and make it ``latest`` once complete."""
         from nemo_neko.compat.megatron import dist_checkpointing
 
-        final = self.root / f"step_{step:08d}"
+        final = self.root / checkpoint_name(step)
         tmp = self.root / (final.name + INCOMPLETE)
         if _rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -166,7 +160,9 @@ class Checkpointer:
         return final
 
     def _prune(self, keep_name: str) -> None:
-        complete = sorted(p for p in self.root.glob("step_*") if not p.name.endswith(INCOMPLETE))
+        complete = sorted(
+            p for p in self.root.glob(f"{CHECKPOINT_PREFIX}*") if not p.name.endswith(INCOMPLETE)
+        )
         for old in complete[: max(0, len(complete) - self.keep)]:
             if old.name != keep_name:
                 shutil.rmtree(old, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Parallel layout (TP/PP/VPP/CP/EP/ETP): the sizes, and the rules a world must satisfy.
 
 Pure Python (no torch import), so configs and dry runs can check a layout without building or
-starting anything. :func:`nemo_neko.parallel.initialize_parallel` starts the process groups.
+starting anything. :func:`nemo_neko.parallel.initialize_parallel` starts the process groups and
+returns the :class:`~nemo_neko.parallel.context.ParallelContext` built from them.
 """
 
 from __future__ import annotations

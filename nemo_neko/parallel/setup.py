@@ -1,9 +1,9 @@
-"""Parallel layout (TP/PP/CP/EP) and process-group setup on Megatron-Core, GPU or CPU.
+"""Process-group setup on Megatron-Core, GPU or CPU.
 
-:class:`ParallelLayout` is checked against the world size and the model *before* anything is
-built (:meth:`ParallelLayout.check` names the rule that was broken). :func:`initialize_parallel`
-starts ``torch.distributed`` (NCCL on GPU, gloo on CPU, from torchrun's environment), applies
-the CPU shims when CUDA is absent, and builds Megatron's parallel state and RNG streams.
+:func:`initialize_parallel` starts ``torch.distributed`` (NCCL on GPU, gloo on CPU, from
+torchrun's environment), checks the layout against the world, applies the CPU shims when CUDA is
+absent, builds Megatron's parallel state and RNG streams, and returns the
+:class:`~nemo_neko.parallel.context.ParallelContext` every caller passes on.
 """
 
 from __future__ import annotations
@@ -13,15 +13,8 @@ import os
 import torch
 import torch.distributed as dist
 
-from nemo_neko.layout import LayoutError, ParallelLayout
-
-__all__ = [
-    "LayoutError",
-    "ParallelLayout",
-    "destroy_parallel",
-    "initialize_parallel",
-    "seed_everything",
-]
+from nemo_neko.parallel.context import ParallelContext
+from nemo_neko.parallel.layout import ParallelLayout
 
 
 def default_backend() -> str:
@@ -35,12 +28,18 @@ def initialize_parallel(
     backend: str | None = None,
     num_experts: int | None = None,
     num_layers: int | None = None,
-) -> None:
+) -> ParallelContext:
     """Start torch.distributed (if needed) and Megatron's parallel state for ``layout``.
 
     Reads torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT`` when
     the default process group does not exist yet; a plain single process becomes a world of 1
     on a free loopback port (two of them on one machine never collide).
+
+    Returns:
+        the context (groups, ranks) of this process.
+
+    Raises:
+        LayoutError: the layout does not fit the world or the model.
     """
     from nemo_neko.compat import megatron as mc
     from nemo_neko.compat.cpu import apply_cpu_shims
@@ -69,6 +68,7 @@ def initialize_parallel(
         expert_tensor_parallel_size=layout.expert_tensor,
     )
     seed_everything(seed)
+    return ParallelContext.from_megatron(layout)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,85 @@
+"""Where a run keeps its files: one :class:`RunPaths`, one checkpoint naming rule.
+
+::
+
+    <run_dir>/
+        config.yaml                      the resolved run config (every process reads it)
+        tokenizer/                       the run's tokenizer (Hugging Face layout)
+        cache/                           tokenised and packed datasets
+        checkpoints/                     step_00000120/, latest (see nemo_neko.model.checkpoint)
+        metrics.jsonl  tensorboard/      training logs
+        predictions.jsonl                corrections of the held-out records
+        predictions.records.jsonl.gz     exactly the records that were corrected
+        report.json  report.md  report.png
+        slurm/                           job script and logs (cluster=slurm)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT_PREFIX = "step_"
+
+
+def checkpoint_name(step: int) -> str:
+    """The folder name of the checkpoint written after ``step`` optimizer steps."""
+    return f"{CHECKPOINT_PREFIX}{step:08d}"
+
+
+def records_beside(predictions: str | os.PathLike) -> Path:
+    """The records file written next to a predictions file (``X.jsonl`` -> ``X.records.jsonl.gz``):
+    exactly the records that were corrected, so a report scores those."""
+    predictions = Path(predictions)
+    return predictions.with_name(predictions.stem + ".records.jsonl.gz")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of the run in ``root``."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.jsonl"
+
+    @property
+    def corrected_records(self) -> Path:
+        return records_beside(self.predictions)
+
+    def report(self, suffix: str) -> Path:
+        """``report.json``, ``report.md`` or ``report.png``."""
+        return self.root / f"report.{suffix}"
+
+    @property
+    def slurm(self) -> Path:
+        return self.root.resolve() / "slurm"
