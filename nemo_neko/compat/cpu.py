@@ -15,7 +15,9 @@ Megatron-Core assumes a GPU in a few places that do not matter for the maths:
 * the model-parallel RNG tracker, which swaps *CUDA* generator states;
 * the all-to-all token dispatcher, whose split sizes only become host ``numpy`` arrays when the
   counts live on a GPU (``maybe_move_tensor_to_cpu`` leaves CPU tensors alone, and gloo's
-  ``all_to_all_single`` rejects tensors as split sizes).
+  ``all_to_all_single`` rejects tensors as split sizes);
+* gradient clipping's fallbacks for apex's multi-tensor kernels (one Python call per tensor):
+  replaced by PyTorch's ``_foreach`` ops, which compute the same norms and scales in a few calls.
 
 :func:`apply_cpu_shims` installs stand-ins for the first two; it is a no-op when CUDA is
 available and is never run at import time (``nemo_neko.parallel.initialize_parallel`` calls it).
@@ -212,6 +214,34 @@ def _make_cpu_rng_tracker() -> Any:
     return CpuRNGStatesTracker()
 
 
+def _foreach_l2_norm(chunk_size, noop_flag, tensor_lists, per_tensor, *args):
+    """Drop-in for ``local_multi_tensor_l2_norm``: the l2 norm of all tensors, ``[1]``."""
+    norms = [norm for tensors in tensor_lists if tensors for norm in torch._foreach_norm(tensors)]
+    total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+    return total.reshape(1).float(), None
+
+
+def _foreach_scale(chunk_size, noop_flag, tensor_lists, scale):
+    """Drop-in for ``local_multi_tensor_scale``: ``dst = src * scale`` for each pair."""
+    sources, targets = tensor_lists
+    if not sources:
+        return
+    if all(a is b for a, b in zip(sources, targets)):
+        torch._foreach_mul_(targets, scale)
+    else:
+        torch._foreach_copy_(targets, torch._foreach_mul(sources, scale))
+
+
+def _use_foreach_clipping() -> None:
+    from nemo_neko.compat.megatron import megatron_clip_grads_module, megatron_utils_module
+
+    clip, utils = megatron_clip_grads_module(), megatron_utils_module()
+    if clip.l2_norm_impl is utils.local_multi_tensor_l2_norm:
+        clip.l2_norm_impl = _foreach_l2_norm
+    if clip.multi_tensor_scale_impl is utils.local_multi_tensor_scale:
+        clip.multi_tensor_scale_impl = _foreach_scale
+
+
 def apply_cpu_shims() -> bool:
     """Install the CPU stand-ins when CUDA is absent. Returns True when they are in place.
 
@@ -228,6 +258,7 @@ def apply_cpu_shims() -> bool:
         torch.cuda.Event = _HostEvent
         torch.cuda.synchronize = _synchronize
         _patch_device_requests()
+        _use_foreach_clipping()
         _APPLIED = True
 
     from nemo_neko.compat.megatron import install_rng_tracker, installed_rng_tracker

@@ -55,7 +55,11 @@ from megatron.core.tensor_parallel import (  # noqa: F401
     model_parallel_cuda_manual_seed,
 )
 from megatron.core.tensor_parallel import random as tp_random
+from megatron.core.transformer.dot_product_attention import DotProductAttention  # noqa: F401
+from megatron.core.transformer.enums import AttnMaskType  # noqa: F401
+from megatron.core.transformer.module import MegatronModule  # noqa: F401
 from megatron.core.transformer.moe import moe_utils
+from megatron.core.transformer.moe.experts import SequentialMLP  # noqa: F401
 from megatron.core.transformer.moe.moe_layer import MoELayer, MoESubmodules  # noqa: F401
 from megatron.core.transformer.moe.moe_utils import (  # noqa: F401
     apply_router_token_dropping,
@@ -130,6 +134,9 @@ PRIVATE_NAMES: tuple[MegatronName, ...] = (
     MegatronName(_A2A, "capacity", "instance", "capacity padding", after_forward=True),
     MegatronName(_AG, "local_map", "instance", "received tokens", after_forward=True),
     MegatronName(_AG, "tp_ep_group", "instance", "task gather"),
+    # the CPU shims' multi-tensor fallbacks
+    MegatronName("megatron.core.optimizer.clip_grads", "l2_norm_impl", "module", "CPU foreach clipping"),
+    MegatronName("megatron.core.optimizer.clip_grads", "multi_tensor_scale_impl", "module", "CPU foreach clipping"),
     # auxiliary-loss logging
     MegatronName("megatron.core.transformer.moe.moe_utils", "get_moe_layer_wise_logging_tracker", "module", "local_aux_loss_values", "<0.17"),
     MegatronName("megatron.core.transformer.moe.moe_utils", "clear_aux_losses_tracker", "module", "clear_aux_losses", "<0.17"),
@@ -209,6 +216,26 @@ def parallel_groups() -> dict[str, Any]:
     }
 
 
+def megatron_clip_grads_module():
+    """``megatron.core.optimizer.clip_grads`` (the CPU shims swap its multi-tensor fallbacks)."""
+    from megatron.core.optimizer import clip_grads
+
+    return clip_grads
+
+
+def megatron_utils_module():
+    """``megatron.core.utils`` (its ``local_multi_tensor_*`` fallbacks)."""
+    from megatron.core import utils
+
+    return utils
+
+
+def torch_optimizers(optimizer) -> list:
+    """The ``torch.optim`` optimizers inside a Megatron optimizer (chained or not)."""
+    parts = getattr(optimizer, "chained_optimizers", None) or [optimizer]
+    return [part.optimizer for part in parts if getattr(part, "optimizer", None) is not None]
+
+
 def install_rng_tracker(tracker: Any) -> None:
     """Make ``tracker`` the tracker returned by ``get_cuda_rng_tracker()``."""
     tp_random._CUDA_RNG_STATE_TRACKER = tracker
@@ -230,9 +257,13 @@ def _is_moe_layer_class(obj: Any) -> bool:
 
 
 def swap_moe_module(
-    mlp_spec: Any, layer_cls: type, router_builder: Callable, layer_params: dict
+    mlp_spec: Any,
+    layer_cls: type,
+    router_builder: Callable,
+    layer_params: dict,
+    experts_cls: type | None = None,
 ) -> Any:
-    """Return ``mlp_spec`` with its MoE layer class and router replaced.
+    """Return ``mlp_spec`` with its MoE layer class and router (and experts) replaced.
 
     Args:
         mlp_spec: the ``mlp`` entry of a ``TransformerLayerSubmodules``: a ``ModuleSpec``
@@ -241,18 +272,55 @@ def swap_moe_module(
         layer_cls: the ``MoELayer`` subclass to build instead.
         router_builder: called as ``router_builder(config=..., pg_collection=..., ...)``.
         layer_params: extra keyword arguments for ``layer_cls``.
+        experts_cls: a ``SequentialMLP`` subclass to build instead of ``SequentialMLP`` (the
+            local spec's experts); other expert modules (Transformer Engine's) stay.
     """
     if isinstance(mlp_spec, ModuleSpec) and _is_moe_layer_class(mlp_spec.module):
         submodules = dataclasses.replace(mlp_spec.submodules, router=router_builder)
+        submodules = _swap_experts(submodules, experts_cls)
         params = dict(mlp_spec.params or {})
         params.update(layer_params)
         return dataclasses.replace(mlp_spec, module=layer_cls, submodules=submodules, params=params)
     if isinstance(mlp_spec, functools.partial) and _is_moe_layer_class(mlp_spec.func):
         keywords = dict(mlp_spec.keywords)
-        keywords["submodules"] = dataclasses.replace(keywords["submodules"], router=router_builder)
+        submodules = dataclasses.replace(keywords["submodules"], router=router_builder)
+        keywords["submodules"] = _swap_experts(submodules, experts_cls)
         keywords.update(layer_params)
         return functools.partial(layer_cls, *mlp_spec.args, **keywords)
     return mlp_spec
+
+
+def _swap_experts(submodules: Any, experts_cls: type | None) -> Any:
+    """``MoESubmodules`` with ``SequentialMLP`` experts built as ``experts_cls`` (both spec
+    styles: ``ModuleSpec`` in 0.16, ``functools.partial`` in 0.17+)."""
+    experts = submodules.experts
+    if experts_cls is None:
+        return submodules
+    if isinstance(experts, ModuleSpec) and experts.module is SequentialMLP:
+        return dataclasses.replace(
+            submodules, experts=dataclasses.replace(experts, module=experts_cls)
+        )
+    if isinstance(experts, functools.partial) and experts.func is SequentialMLP:
+        swapped = functools.partial(experts_cls, *experts.args, **experts.keywords)
+        return dataclasses.replace(submodules, experts=swapped)
+    return submodules
+
+
+def swap_core_attention(layer_spec: ModuleSpec, attention_cls: type) -> ModuleSpec:
+    """A transformer-layer spec whose ``DotProductAttention`` (the local core attention) is
+    ``attention_cls``; Transformer Engine's core attention stays."""
+    attention = getattr(layer_spec.submodules, "self_attention", None)
+    if not isinstance(attention, ModuleSpec) or attention.submodules is None:
+        return layer_spec
+    if getattr(attention.submodules, "core_attention", None) is not DotProductAttention:
+        return layer_spec
+    swapped = dataclasses.replace(
+        attention,
+        submodules=dataclasses.replace(attention.submodules, core_attention=attention_cls),
+    )
+    return dataclasses.replace(
+        layer_spec, submodules=dataclasses.replace(layer_spec.submodules, self_attention=swapped)
+    )
 
 
 class _SubclassedMoEWarningFilter(logging.Filter):
@@ -271,12 +339,16 @@ def _quiet_subclassed_moe_warning() -> None:
 
 
 def swap_moe_in_layer_spec(
-    layer_spec: ModuleSpec, layer_cls: type, router_builder: Callable, layer_params: dict
+    layer_spec: ModuleSpec,
+    layer_cls: type,
+    router_builder: Callable,
+    layer_params: dict,
+    experts_cls: type | None = None,
 ) -> ModuleSpec:
     """Apply :func:`swap_moe_module` to the ``mlp`` of a transformer-layer ``ModuleSpec``."""
     _quiet_subclassed_moe_warning()
     submodules = layer_spec.submodules
-    new_mlp = swap_moe_module(submodules.mlp, layer_cls, router_builder, layer_params)
+    new_mlp = swap_moe_module(submodules.mlp, layer_cls, router_builder, layer_params, experts_cls)
     return dataclasses.replace(layer_spec, submodules=dataclasses.replace(submodules, mlp=new_mlp))
 
 

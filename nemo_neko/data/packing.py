@@ -2,10 +2,11 @@
 
 Several samples share one sequence of ``seq_length`` tokens. Inside a sequence:
 
-* position ids restart at 0 for every sample;
+* position ids restart at 0 for every sample (and for the padding at the end, which is one
+  pseudo-sample in every layout);
 * attention is causal *within* a sample and never crosses samples: either a block-diagonal
-  causal mask (:func:`block_causal_mask`, Megatron's local attention) or ``cu_seqlens``
-  (:func:`cu_seqlens`, Transformer Engine's packed/THD attention);
+  causal mask (:func:`block_causal_mask`, the local attention) or ``cu_seqlens``
+  (:func:`cu_seqlens`, Transformer Engine's packed/THD attention), which compute the same;
 * ``labels[j]`` is the next token of the same sample; the loss mask is 1 only where that next
   token is a target token or EOS (never for prompt tokens, sample ends or padding);
 * every token carries its dataset's task id (-1 on padding).
@@ -112,22 +113,24 @@ def pack_sequence(
         tasks[span] = task
         segments[span] = segment
         cursor += n
+    position_ids[cursor:] = np.arange(seq_length - cursor)  # the padding pseudo-sample
     return PackedSequence(input_ids, labels, loss_mask, position_ids, tasks, segments)
 
 
 def block_causal_mask(segment_ids_BL: np.ndarray) -> np.ndarray:
     """``[B, 1, L, L]`` bool attention mask, True where attention is *blocked* (Megatron).
 
-    Token i may attend to token j iff both belong to the same sample and j <= i. A padding token
-    attends only to itself (a row with nothing to attend to would produce NaNs).
+    Token i may attend to token j iff both belong to the same sample and j <= i. The padding at
+    the end of a row is one pseudo-sample, causal like the others: exactly what the THD layout
+    (:func:`cu_seqlens`) describes, so both layouts compute the same hidden states everywhere,
+    padding included (it carries no loss, but it is routed and counted by the load-balancing
+    loss). Every token attends at least to itself.
     """
     seg = np.asarray(segment_ids_BL)
     length = seg.shape[-1]
     same = seg[:, :, None] == seg[:, None, :]
     causal = np.tril(np.ones((length, length), dtype=bool))
-    allowed = same & causal[None] & (seg[:, :, None] >= 0)
-    allowed |= np.eye(length, dtype=bool)[None]
-    return ~allowed[:, None]
+    return ~(same & causal[None])[:, None]
 
 
 def cu_seqlens(segment_ids_L: np.ndarray) -> np.ndarray:

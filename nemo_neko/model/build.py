@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from nemo_neko.model.config import ModelConfig, TransformerImpl
+from nemo_neko.model.output_positions import select_output_positions
 from nemo_neko.model.transformer_config import transformer_config
 
 
@@ -35,7 +36,8 @@ class NeKoModel:
         config: their Megatron ``TransformerConfig``.
         vocab_size: the padded vocabulary size of the embeddings and the output layer.
         routing: the task routing the NeKo routers use (``TaskRoutingConfig``).
-        use_te: whether the layers are Transformer Engine's (packed batches use THD then).
+        use_te: whether the layers are Transformer Engine's (packed batches then use the THD
+            layout, ``cu_seqlens``; local layers take the block-diagonal causal mask).
     """
 
     chunks: list
@@ -101,6 +103,7 @@ def build_model(
         )
         if model.embedding_multiplier and first:
             _scale_embeddings(gpt, model.embedding_multiplier)
+        select_output_positions(gpt)
         chunks.append(gpt)
     if device is None and torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
@@ -114,9 +117,19 @@ def block_spec(model: ModelConfig, config, routing, use_te: bool | None, vp_stag
     """The decoder block spec: NeKo MoE layers (honouring ``moe_layer_freq``), or dense layers."""
     from nemo_neko.moe.spec import dense_decoder_block_spec, neko_decoder_block_spec
 
+    attention = str(model.local_attention)
     if model.num_experts:
-        return neko_decoder_block_spec(config, routing, use_te=use_te, vp_stage=vp_stage)
-    return dense_decoder_block_spec(config, use_te=use_te, vp_stage=vp_stage)
+        return neko_decoder_block_spec(
+            config,
+            routing,
+            use_te=use_te,
+            vp_stage=vp_stage,
+            local_attention=attention,
+            local_experts=str(model.local_experts),
+        )
+    return dense_decoder_block_spec(
+        config, use_te=use_te, vp_stage=vp_stage, local_attention=attention
+    )
 
 
 def _scale_embeddings(gpt, multiplier: float) -> None:

@@ -81,6 +81,24 @@ class TransformerImpl(StrEnum):
         return {TransformerImpl.auto: None, TransformerImpl.local: False}.get(self, True)
 
 
+class LocalAttention(StrEnum):
+    """Core attention of the local (non-Transformer-Engine) layers (``model.local_attention``)."""
+
+    sdpa = "sdpa"
+    """PyTorch's fused ``scaled_dot_product_attention`` (:mod:`nemo_neko.layers.sdpa_attention`)."""
+    megatron = "megatron"
+    """Megatron's unfused ``DotProductAttention`` (baddbmm, masked softmax, bmm)."""
+
+
+class LocalExperts(StrEnum):
+    """How the local (non-Transformer-Engine) experts compute (``model.local_experts``)."""
+
+    grouped = "grouped"
+    """Two grouped GEMMs over all experts (:mod:`nemo_neko.layers.grouped_experts`)."""
+    sequential = "sequential"
+    """Megatron's ``SequentialMLP``: one MLP call per expert."""
+
+
 class Dispatcher(StrEnum):
     """Megatron-Core token dispatcher (``model.moe_token_dispatcher_type``)."""
 
@@ -173,6 +191,10 @@ class ModelConfig:
     """float32 or bfloat16 (bf16 mixed precision on GPU)."""
     transformer_impl: TransformerImpl = TransformerImpl.auto
     """auto (Transformer Engine where it runs), local, transformer_engine."""
+    local_attention: LocalAttention = LocalAttention.sdpa
+    """Core attention of local layers: sdpa (fused) or megatron (unfused). TE layers: TE's."""
+    local_experts: LocalExperts = LocalExperts.grouped
+    """Experts of local layers: grouped (grouped GEMMs) or sequential (one call per expert)."""
     recompute_granularity: RecomputeGranularity | None = None
     recompute_modules: list[str] = field(default_factory=list)
     parallel: ParallelLayout = field(default_factory=ParallelLayout)
@@ -295,6 +317,8 @@ _CHOICES = {
     "normalization": Normalization,
     "params_dtype": ParamsDtype,
     "transformer_impl": TransformerImpl,
+    "local_attention": LocalAttention,
+    "local_experts": LocalExperts,
     "moe_token_dispatcher_type": Dispatcher,
     "moe_router_load_balancing_type": LoadBalancing,
     "moe_router_score_function": ScoreFunction,

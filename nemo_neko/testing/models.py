@@ -47,11 +47,18 @@ def build_moe_layer(
     layer_number: int = 1,
     router: str = "task_guided",
     pg_collection=None,
+    local_experts: str = "grouped",
 ):
     """A bare NeKo MoE layer (local modules) for ``config``."""
     kwargs = {} if pg_collection is None else {"pg_collection": pg_collection}
     layer = mc.build_moe_module(
-        neko_moe_spec(routing, config.num_moe_experts, use_te=False, router=router),
+        neko_moe_spec(
+            routing,
+            config.num_moe_experts,
+            use_te=False,
+            router=router,
+            local_experts=local_experts,
+        ),
         config,
         **kwargs,
     )
@@ -68,9 +75,18 @@ def build_tiny_gpt(
     pre_process: bool = True,
     post_process: bool = True,
     vp_stage: int | None = None,
+    local_attention: str = "sdpa",
+    local_experts: str = "grouped",
 ):
     """A tiny ``GPTModel`` (RoPE, untied embeddings) whose MoE layers are NeKo's."""
-    spec = neko_decoder_block_spec(config, routing, use_te=False, vp_stage=vp_stage)
+    spec = neko_decoder_block_spec(
+        config,
+        routing,
+        use_te=False,
+        vp_stage=vp_stage,
+        local_attention=local_attention,
+        local_experts=local_experts,
+    )
     return mc.GPTModel(
         config=config,
         transformer_layer_spec=spec,

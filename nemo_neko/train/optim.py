@@ -88,6 +88,7 @@ def build_optimizer(train, model_config, chunks, total_steps: int):
         params_dtype=torch.bfloat16 if bf16 else torch.float32,
     )
     optimizer = mc.get_megatron_optimizer(opt_config, chunks)
+    use_foreach_on_cpu(optimizer)
     warmup, decay = warmup_and_decay_steps(total_steps, train.warmup_fraction)
     scheduler = mc.OptimizerParamScheduler(
         optimizer,
@@ -103,3 +104,15 @@ def build_optimizer(train, model_config, chunks, total_steps: int):
         wd_incr_style="constant",
     )
     return optimizer, scheduler
+
+
+def use_foreach_on_cpu(optimizer) -> None:
+    """PyTorch's AdamW (Megatron's fallback without Transformer Engine or apex) picks its
+    multi-tensor ``foreach`` implementation only for CUDA parameters; on CPU it would step one
+    tensor at a time. Same update, a few calls instead of one per parameter."""
+    from nemo_neko.compat import megatron as mc
+
+    for torch_optimizer in mc.torch_optimizers(optimizer):
+        for group in torch_optimizer.param_groups:
+            if "foreach" in group and all(p.device.type == "cpu" for p in group["params"]):
+                group["foreach"] = True

@@ -4,12 +4,15 @@
 ``get_forward_backward_func()`` schedules call per micro-batch. Each call:
 
 1. turns the packed micro-batch (``[B, L]`` numpy arrays) into tensors on the model's device,
-   with a block-diagonal causal mask (local attention) or ``cu_seqlens`` (Transformer Engine);
+   with a block-diagonal causal mask (local attention: NeKo's SDPA or Megatron's unfused one)
+   or ``cu_seqlens`` (Megatron's THD layout, for Transformer Engine);
 2. with context parallelism, cuts the batch (tokens, labels, masks, positions *and* task ids)
    once, with Megatron's own ``get_batch_on_this_cp_rank``;
 3. runs the model inside :func:`~nemo_neko.moe.task_context.task_routing_scope`, so every NeKo
    MoE layer sees this rank's per-token task ids (the scope slices them for SP only);
-4. returns the per-token losses and :func:`loss_func`, which sums the loss over target tokens and
+4. computes the output layer only at the positions that carry a loss (target tokens, and prompt
+   tokens with a prompt loss weight; :mod:`nemo_neko.model.output_positions`) unless sequence
+   or context parallelism split the sequence, then returns the per-token losses and :func:`loss_func`, which sums the loss over target tokens and
    reports it overall and per task (``[sum, count]`` pairs, reduced later across micro-batches
    and data-parallel ranks). Gradients are divided by the global number of target tokens
    (``calculate_per_token_loss``): a token-level mean over the whole global batch.
@@ -23,6 +26,11 @@ import numpy as np
 import torch
 
 from nemo_neko.data.packing import block_causal_mask, cu_seqlens
+from nemo_neko.model.output_positions import (
+    gather_selected,
+    output_positions_scope,
+    selected_positions,
+)
 from nemo_neko.moe.task_context import task_routing_scope
 
 
@@ -118,7 +126,7 @@ def make_forward_step(
 
     Args:
         num_tasks: datasets in the mixture (per-task loss rows).
-        packed_attention: use ``packed_seq_params`` (Transformer Engine) instead of a mask.
+        packed_attention: use ``packed_seq_params`` (THD) instead of a mask.
         parallel: the :class:`~nemo_neko.parallel.ParallelContext` (sequence parallelism and
             its TP group slice the task ids; CP > 1 cuts the batch with Megatron's own split).
         prompt_loss_weight: ``train.prompt_loss_weight`` (0 = target tokens only).
@@ -127,6 +135,8 @@ def make_forward_step(
 
     sequence_parallel = parallel.layout.sequence_parallel
     context_parallel = parallel.layout.context > 1
+    # the output layer on the loss positions only: needs the whole [s, b, h] sequence there
+    select_outputs = not (sequence_parallel or context_parallel or packed_attention)
 
     def forward_step(data_iterator, model):
         batch = next(data_iterator)
@@ -143,25 +153,38 @@ def make_forward_step(
             tensors.update(
                 context_parallel_batch_slice({k: tensors[k] for k in sliced}, parallel.cp)
             )
-        with task_routing_scope(
-            tensors["task_ids"],
-            sequence_parallel=sequence_parallel,
-            tp_group=parallel.tp,
-            num_tasks=num_tasks,
+        labels, per_token = tensors["labels"], dict(loss_mask=tensors["loss_mask"])
+        per_token["task_ids"] = tensors["task_ids"]
+        if "prompt_weights" in tensors:
+            per_token["prompt_weights"] = tensors["prompt_weights"]
+        selected = None
+        if select_outputs:  # labels and the per-token figures become [1, n]
+            weight = per_token["loss_mask"] + per_token.get("prompt_weights", 0)
+            selected = selected_positions(weight)
+            labels = gather_selected(labels, selected)
+            per_token = {k: gather_selected(v, selected) for k, v in per_token.items()}
+        with (
+            task_routing_scope(
+                tensors["task_ids"],
+                sequence_parallel=sequence_parallel,
+                tp_group=parallel.tp,
+                num_tasks=num_tasks,
+            ),
+            output_positions_scope(selected),
         ):
             output = model(
                 tensors["input_ids"],
                 tensors["position_ids"],
                 tensors["attention_mask"],
-                labels=tensors["labels"],
+                labels=labels,
                 packed_seq_params=tensors["packed_seq_params"],
             )
         return output, partial(
             loss_func,
-            tensors["loss_mask"],
-            tensors["task_ids"],
+            per_token["loss_mask"],
+            per_token["task_ids"],
             num_tasks,
-            prompt_weight_mask=tensors.get("prompt_weights"),
+            prompt_weight_mask=per_token.get("prompt_weights"),
         )
 
     return forward_step

@@ -122,7 +122,8 @@ def test_pack_sequence_boundaries_masks_and_task_ids():
     b = np.array([1, 20, 21, 22, 23, 2])  # prompt length 2: 1, 20
     seq = pack_sequence([a, b], [3, 2], [4, 0], seq_length=14, pad_id=0)
     assert seq.input_ids.tolist() == [1, 10, 11, 12, 2, 1, 20, 21, 22, 23, 2, 0, 0, 0]
-    assert seq.position_ids.tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 0, 0, 0]
+    # the padding is a pseudo-sample (positions from 0), as the THD layout's cu_seqlens say
+    assert seq.position_ids.tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 0, 1, 2]
     assert seq.task_ids.tolist() == [4] * 5 + [0] * 6 + [-1] * 3
     assert seq.segment_ids.tolist() == [0] * 5 + [1] * 6 + [-1] * 3
     # loss only where the next token is a target token or EOS of the same sample

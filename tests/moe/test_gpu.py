@@ -51,3 +51,19 @@ def _check_cuda(rank, world_size):
 @pytest.mark.gpu
 def test_task_guided_layer_on_cuda():
     run_distributed(_check_cuda, 1, backend="nccl")
+
+
+def test_the_gpu_check_benchmark_runs_its_code_path_on_cpu(tmp_path):
+    """``scripts/gpu_check.sh`` runs benchmarks/router_overhead.py; its path runs here small."""
+    import json
+
+    from benchmarks import router_overhead
+
+    out = tmp_path / "figures.json"
+    figures = router_overhead.main(
+        ["--tokens", "64", "--batch", "2", "--hidden", "32", "--ffn", "64", "--repeats", "2"]
+        + ["--warmup", "1", "--json", str(out)]
+    )
+    assert json.loads(out.read_text())["ratio"] == figures["ratio"] > 0
+    assert figures["tflops_neko"] > 0 and figures["forced_share"] == 0.5
+    assert router_overhead.moe_flops(10, 4, 8, 2, 2) == 3 * 2 * (10 * 2 * 3 * 4 * 8 + 10 * 4 * 2)
