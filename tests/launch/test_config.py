@@ -99,7 +99,9 @@ def _yaml_settings():
         group = path.relative_to(CONF_DIR).parts[0] if path.parent != CONF_DIR else None
         package = () if group is None or "@package _global_" in text else (group,)
         data = yaml.safe_load(text) or {}
-        for keys, value in _leaves({k: v for k, v in data.items() if k not in ("defaults", "hydra")}):
+        for keys, value in _leaves(
+            {k: v for k, v in data.items() if k not in ("defaults", "hydra")}
+        ):
             yield path.relative_to(CONF_DIR), (*package, *keys), value
 
 
