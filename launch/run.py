@@ -18,4 +18,4 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from nemo_neko.launch.__main__ import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,7 +14,7 @@ process of a run (torchrun ranks, Slurm tasks, the correction step) reads the sa
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -286,14 +286,61 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="neko_schema", node=RunConfig)
 
 
-def to_run_config(cfg: Any) -> RunConfig:
-    """A composed/loaded OmegaConf config as a validated :class:`RunConfig` object."""
-    from omegaconf import OmegaConf
+class ConfigError(ValueError):
+    """A config that breaks the schema: ``<source>: <key>: <problem>``, one line.
+
+    Attributes:
+        source: where the config came from (a file, an override, ``"config"``).
+        key: the dotted key at fault (``train.save_intervall``), or None.
+        problem: what is wrong with it.
+    """
+
+    def __init__(self, source: str, key: str | None, problem: str):
+        self.source, self.key, self.problem = source, key, problem
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+
+
+def schema_problem(error: Exception) -> tuple[str | None, str]:
+    """``(dotted key, one-line problem)`` of an OmegaConf error (unknown key, wrong type...)."""
+    import difflib
+    import re
+
+    key = getattr(error, "full_key", None) or None
+    message = " ".join(str(getattr(error, "msg", None) or error).split("\n")[0].split())
+    object_type = getattr(error, "object_type", None)
+    unknown = re.match(r"Key '([^']+)' not in '([^']+)'", message)
+    if unknown:
+        known = [f.name for f in fields(object_type)] if is_dataclass(object_type) else []
+        near = difflib.get_close_matches(unknown.group(1), known, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        return key, f"no such key in {unknown.group(2)}{hint}"
+    return key, message
+
+
+def to_run_config(cfg: Any, source: str = "config") -> RunConfig:
+    """A composed/loaded OmegaConf config as a validated :class:`RunConfig` object.
+
+    Every key is checked against the schema, also those added with Hydra's ``+key=value``
+    (which a composed config would otherwise carry unchecked into the saved run config).
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, an unresolvable value or a broken rule,
+            in one line starting with ``source``.
+    """
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     register_resolvers()
-    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
-    run = OmegaConf.to_object(merged)
-    validate_run_config(run)
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
+        run = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise ConfigError(source, *schema_problem(error)) from None
+    try:
+        validate_run_config(run)
+    except ValueError as error:
+        raise ConfigError(source, None, str(error)) from None
     return run
 
 
@@ -306,8 +353,11 @@ def save_run_config(cfg: Any, path: str | os.PathLike) -> None:
         OmegaConf.structured(cfg) if not _is_omega(cfg) else cfg, resolve=True, enum_to_str=True
     )
     tmp = Path(str(path) + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(container))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(OmegaConf.to_yaml(container))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _is_omega(cfg: Any) -> bool:
@@ -322,7 +372,13 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
 
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no run config (was the run launched with launch/run.py?)")
-    return to_run_config(OmegaConf.load(path))
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = OmegaConf.load(path)
+    except (OmegaConfBaseException, ValueError) as error:  # YAML syntax errors are ValueErrors
+        raise ConfigError(str(path), None, " ".join(str(error).split())) from None
+    return to_run_config(cfg, source=str(path))
 
 
 def validate_run_config(run: RunConfig) -> None:

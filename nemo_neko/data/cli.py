@@ -7,6 +7,11 @@
 
 ``stats`` and ``pack`` take ``--train-tokenizer VOCAB`` instead of ``--tokenizer DIR`` to train a
 byte-level BPE tokenizer on the records themselves (what the embedded default does).
+
+Empty results are errors (exit status 2, one line naming the file): an import that yields no
+record writes nothing, ``stats`` and ``pack`` refuse a file without records and ``pack`` a
+mixture of no sequences; ``--allow-empty`` accepts those. A dataset whose every record is too
+long for the sequence length is always an error (the message says the length it needs).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ def key_value_option(text: str) -> tuple[str, object]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+ALLOW_EMPTY = "accept an empty result (no records) instead of failing"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help='importer option (JSON value), e.g. max_chars=1000, task="st"',
     )
+    imp.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY)
 
     for name, text in (
         ("stats", "per-dataset counts, tokens, truncations, 1-best WER"),
@@ -75,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("--max-length", type=int, default=None, help="longest sample in tokens")
         cmd.add_argument("--skip-invalid", action="store_true", help="count and report bad records")
+        cmd.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY)
         cmd.add_argument("--json", help="also write the figures to this file")
     return parser
 
@@ -104,17 +114,40 @@ def run_import(args) -> int:
         skip_invalid=args.skip_invalid,
         **dict(args.option),
     )
-    count = write_records(args.output, records)
+
+    def checked():
+        yield from records
+        if not report.records and not args.allow_empty:  # raised inside the writer: no file
+            if report.rejected:
+                print(report.summary(), file=sys.stderr)
+            raise ValueError(
+                f"{args.input}: no records to import ({report.num_rejected} rejected, "
+                f"{report.num_skipped} skipped); nothing written to {args.output} "
+                f"(--allow-empty writes an empty file)"
+            )
+
+    count = write_records(args.output, checked())
     print(f"wrote {count} records to {args.output}")
     print(report.summary())
     return 0
 
 
-def _read(paths, skip_invalid):
+def _read(paths, skip_invalid, allow_empty=False):
+    """The records of ``paths``; a file without any is an error unless ``allow_empty``."""
     from nemo_neko.data.records import ReadReport, read_records
 
     report = ReadReport()
-    records = read_records(paths, skip_invalid=skip_invalid, report=report)
+    records = []
+    for path in paths:
+        before, rejected = report.records, report.num_rejected
+        records += read_records(path, skip_invalid=skip_invalid, report=report)
+        if report.records == before and not allow_empty:
+            if report.num_rejected:
+                print(report.summary(), file=sys.stderr)
+            why = (
+                f"all {report.num_rejected - rejected} lines rejected" if skip_invalid else "empty"
+            )
+            raise ValueError(f"{path}: no records ({why}; --allow-empty accepts it)")
     if report.num_rejected:
         print(report.summary(), file=sys.stderr)
     return records
@@ -136,7 +169,7 @@ def first_best_wer(records) -> float:
 def run_stats(args) -> int:
     from nemo_neko.data.samples import SampleBuilder
 
-    records = _read(args.records, args.skip_invalid)
+    records = _read(args.records, args.skip_invalid, args.allow_empty)
     tokenizer = _load_tokenizer(args, records)
     by_dataset = defaultdict(list)
     for record in records:
@@ -179,13 +212,13 @@ def run_pack(args) -> int:
     specs = []
     for item in args.datasets:
         if "=" not in item:
-            raise SystemExit(f"pack: dataset {item!r} must be NAME=PATH[,PATH...]")
+            raise ValueError(f"pack: dataset {item!r} must be NAME=PATH[,PATH...]")
         name, paths = item.split("=", 1)
         specs.append(DatasetSpec(name, paths.split(",")))
-    records = _read([p for s in specs for p in s.paths], args.skip_invalid)
+    records = _read([p for s in specs for p in s.paths], args.skip_invalid, args.allow_empty)
     tokenizer = _load_tokenizer(args, records)
     if tokenizer is None:
-        raise SystemExit("pack needs --tokenizer DIR or --train-tokenizer VOCAB")
+        raise ValueError("pack needs --tokenizer DIR or --train-tokenizer VOCAB")
     config = MixtureConfig(
         datasets=specs,
         epochs=args.epochs,
@@ -194,6 +227,11 @@ def run_pack(args) -> int:
         max_sample_length=args.max_length,
     )
     mixture = PackedMixture.build(config, tokenizer, skip_invalid=args.skip_invalid)
+    if not len(mixture) and not args.allow_empty:
+        raise ValueError(
+            f"pack: the mixture of {', '.join(s.name for s in specs)} has no sequences "
+            f"(dataset weights and epochs give no samples; --allow-empty accepts it)"
+        )
     figures = {
         "sequences": len(mixture),
         "seq_length": args.seq_length,
@@ -217,6 +255,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"import": run_import, "stats": run_stats, "pack": run_pack}[args.command](args)
-    except (RecordError, FileNotFoundError, ValueError) as err:
+    except (RecordError, FileNotFoundError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -107,18 +107,36 @@ def tokenize_dataset(
         log.warning("dataset %s: %s", spec.name, report.summary())
     if not records:
         raise ValueError(f"dataset {spec.name!r}: no records in {spec.paths}")
-    data = SampleBuilder(tokenizer, max_length).build(records, spec.name)
+    builder = SampleBuilder(tokenizer, max_length)
+    data = builder.build(records, spec.name)
     if data.stats.too_long:
-        log.warning(
-            "dataset %s: %d records left out, their target alone exceeds %d tokens: %s",
-            spec.name,
-            len(data.stats.too_long),
-            max_length,
-            data.stats.too_long[:10],
-        )
+        message = too_long_message(spec.name, records, data.stats.too_long, builder)
+        if not len(data):
+            raise ValueError(message)
+        log.warning("%s", message)
     if cache_file is not None:
         data.save(cache_file)
     return data
+
+
+def too_long_message(name: str, records, too_long: list[str], builder: SampleBuilder) -> str:
+    """Why records of dataset ``name`` were left out, measured: what their shortest samples need."""
+    left_out = set(too_long)
+    needs = [builder.shortest_length(r) for r in records if r.id in left_out]
+    longest = max(total for total, _ in needs)
+    by_target = sum(target > builder.max_length for _, target in needs)
+    cause = (
+        f"{by_target} of them because of the target alone"
+        if by_target
+        else "the task's prompt makes up the difference; no target alone is too long"
+    )
+    every = "every one of its" if len(too_long) == len(records) else f"{len(too_long)} of its"
+    return (
+        f"dataset {name!r}: {every} {len(records)} records left out: even with the input cut "
+        f"to nothing their samples need up to {longest} tokens, more than the "
+        f"{builder.max_length} allowed ({cause}); raise the sequence length (data.seq_length, "
+        f"--seq-length) or max_sample_length to at least {longest}; ids {too_long[:5]}"
+    )
 
 
 def epoch_samples(

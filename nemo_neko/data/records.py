@@ -24,7 +24,9 @@ field          required  meaning
 
 Bad input is never skipped silently: every problem raises :class:`RecordError` naming the
 file, line and field. With ``skip_invalid=True`` the reader instead collects the rejected lines
-in :class:`ReadReport` (count and reasons), so the caller can report them.
+(malformed JSON, bytes that are not UTF-8, schema errors) in :class:`ReadReport` (count and
+reasons), so the caller can report them; a file that ends early or is damaged (a truncated
+``.gz``) always raises, since nothing after that point can be read.
 
 Files may be plain (``.jsonl``) or gzip-compressed (``.jsonl.gz``).
 """
@@ -190,7 +192,8 @@ def iter_records(
         report: receives counts and rejected lines (required when ``skip_invalid``).
 
     Raises:
-        RecordError: the first invalid line (unless ``skip_invalid``).
+        RecordError: the first invalid line (unless ``skip_invalid``); a damaged or truncated
+            file (always).
         FileNotFoundError: no such file.
     """
     if skip_invalid and report is None:
@@ -198,6 +201,8 @@ def iter_records(
     path = str(path)
     first_line_of: dict[str, int] = {}
     for item in iter_json_lines(path):
+        if item.fatal:  # the rest of the file is unreadable: nothing to skip to
+            raise RecordError(path, item.line, None, item.error + "; nothing after it can be read")
         try:
             if item.error is not None:
                 raise RecordError(path, item.line, None, item.error)

@@ -73,7 +73,11 @@ def build_hyporadise_sample(
                 )
             )
         else:
-            records = list(import_hyporadise(source_dir / f"test_{domain}.json", dataset=domain))
+            records = list(  # one file per domain, split below: ``<domain>-<index>`` ids
+                import_hyporadise(
+                    source_dir / f"test_{domain}.json", dataset=domain, id_prefix=domain
+                )
+            )
             order = list(range(len(records)))
             random.Random(f"{seed}-{domain}").shuffle(order)
             num_test = round(len(records) * test_fraction)

@@ -7,8 +7,9 @@ Over-long samples (more than ``max_length`` tokens) are shortened on the *input*
 
 1. drop hypotheses from the end of the N-best list (lowest ranked first), keeping at least one;
 2. cut the remaining input text (at a word boundary) until the sample fits;
-3. if even an empty input does not fit, the target alone is too long: the sample is left out and
-   its id is reported in :class:`SampleStats` (the target is never truncated).
+3. if even the shortest form does not fit (the task's prompt around one empty input, the target
+   and the special tokens: :meth:`SampleBuilder.shortest_length`), the sample is left out and its
+   id is reported in :class:`SampleStats` (the target is never truncated).
 
 A dataset's samples are stored flat (:class:`TokenizedDataset`): one ``int32`` token array with
 offsets, the prompt length of each sample, and the record ids, cached as ``.npz``.
@@ -44,7 +45,7 @@ class SampleStats:
     inputs_cut: int = 0
     """Samples whose (remaining) input text was cut."""
     too_long: list[str] = field(default_factory=list)
-    """Ids of records left out because their target alone exceeds ``max_length``."""
+    """Ids of records left out because even their shortest form exceeds ``max_length``."""
 
     @property
     def truncated(self) -> int:
@@ -182,6 +183,13 @@ class SampleBuilder:
         if low < len(text) and " " in cut:
             cut = cut[: cut.rindex(" ")]
         return self._prompt_ids(record, inputs[:-1] + [cut])
+
+    def shortest_length(self, record: CorrectionRecord) -> tuple[int, int]:
+        """``(tokens, target tokens)`` of ``record``'s shortest sample: its task's prompt around
+        one empty input, the target and the special tokens; the target part counts the target
+        and the special tokens alone. A sample fits ``max_length`` only if the first does."""
+        target = len(self.tokenizer.encode(get_task(record.task).target(record))) + self.specials
+        return len(self._prompt_ids(record, [""])) + target, target
 
     def inference_prompt(self, record: CorrectionRecord, reserve: int) -> list[int]:
         """``[BOS] + prompt`` ids for generation, shortened like a training sample so that

@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "correct",
         help="correct records with a trained run (writes predictions JSONL, resumable)",
         description="Load a run's latest checkpoint, render the task prompts and decode greedily "
-        "with a KV cache (plain top-k routing, no task ids). A rerun skips ids already written.",
+        "with a KV cache (plain top-k routing, no task ids). A rerun with the same checkpoint and "
+        "settings skips ids already written; predictions of another checkpoint or other settings "
+        "are moved aside and corrected afresh.",
     )
     correct.add_argument("--run-dir", required=True, help="the training run's directory")
     correct.add_argument(
@@ -149,7 +151,12 @@ def run_report(args) -> None:
     from nemo_neko.eval.report import build_report
 
     records = read_records(args.records)
-    predictions = read_predictions(args.predictions) if args.predictions else None
+    sources: list = []
+    predictions = read_predictions(args.predictions, sources=sources) if args.predictions else None
+    if sources and isinstance(sources[0], dict):
+        from nemo_neko.inference.provenance import describe_source
+
+        print(f"predictions of {describe_source(sources[0])}")
     if args.missing_as_empty and predictions is None:
         raise ValueError("--missing-as-empty needs --predictions")
     report = build_report(

@@ -40,20 +40,43 @@ def _listing(ids: Sequence[str]) -> str:
     return shown + (f" ... and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
 
 
-def read_predictions(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> dict[str, str]:
+def read_predictions(
+    paths: str | os.PathLike | Iterable[str | os.PathLike], *, sources: list | None = None
+) -> dict[str, str]:
     """``{id: prediction}`` from one or more JSONL files.
 
+    Lines written by ``python -m nemo_neko.eval correct`` carry a ``source`` (checkpoint and
+    generation settings); all lines must then have the same one: one report scores one model.
+
+    Args:
+        paths: the prediction files.
+        sources: when given, receives the ``source`` of the predictions (None for files
+            without one), once.
+
     Raises:
-        InputError: malformed JSON, a missing or non-string ``id``/``prediction``, or an id seen
-            twice (in any of the files).
+        InputError: malformed JSON, a missing or non-string ``id``/``prediction``, an id seen
+            twice (in any of the files), or predictions of two different sources.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     predictions: dict[str, str] = {}
     first_seen: dict[str, str] = {}
+    first_source: tuple[str, object] | None = None
     for path in paths:
         path = str(path)
         for line, data in iter_json_objects(path):
+            source = data.get("source")
+            if first_source is None:
+                first_source = (f"{path}:{line}", source)
+            elif source != first_source[1]:
+                raise InputError(
+                    path,
+                    line,
+                    "source",
+                    f"made by {_source_text(source)}, unlike {first_source[0]} "
+                    f"({_source_text(first_source[1])}); score the predictions of one "
+                    f"checkpoint and one set of settings at a time",
+                )
             pred_id = require_string(path, line, data, "id")
             if not pred_id:
                 raise InputError(path, line, "id", "must be a non-empty string")
@@ -67,7 +90,15 @@ def read_predictions(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> 
                 )
             predictions[pred_id] = text
             first_seen[pred_id] = f"{path}:{line}"
+    if sources is not None and first_source is not None:
+        sources.append(first_source[1])
     return predictions
+
+
+def _source_text(source) -> str:
+    if not isinstance(source, dict):
+        return "an unrecorded checkpoint" if source is None else repr(source)[:80]
+    return f"{source.get('checkpoint')} (fingerprint {source.get('fingerprint')})"
 
 
 def join_predictions(

@@ -8,9 +8,13 @@ reshards whatever layout it was trained with) and put in eval mode: routing is p
 router probability, with no task knowledge. Prompts are the tasks' own (as in training); each
 record gets at most ``min(max_new_tokens, ratio * tokens of its 1-best/source + 16)`` new tokens.
 
-Predictions are appended to a JSONL file (``{"id", "prediction"}``) batch by batch; a rerun
-skips the ids already there (a line cut short by a kill is dropped and redone). The records that
-were corrected are written next to the predictions, so ``report`` scores exactly those.
+Predictions are appended to a JSONL file (``{"id", "prediction", "record", "source"}``) batch
+by batch; each line records the checkpoint (name, step, fingerprint) and the generation settings
+it came from (:mod:`nemo_neko.inference.provenance`). A rerun with the same checkpoint and
+settings skips the ids already there (a line cut short by a kill is dropped and redone); one
+with another checkpoint (more training) or other settings moves the old file aside and starts
+afresh. The records that were corrected are written next to the predictions, so ``report``
+scores exactly those. Repeated record ids are refused before the model is built.
 """
 
 from __future__ import annotations
@@ -19,13 +23,22 @@ import json
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from nemo_neko.data.records import CorrectionRecord, read_records, write_records
 from nemo_neko.data.samples import SampleBuilder
+from nemo_neko.inference.provenance import (
+    describe_source,
+    done_ids,
+    prediction_source,
+    record_digest,
+    resume,
+)
 from nemo_neko.paths import RunPaths, records_beside
 from nemo_neko.tasks import get_task
+
+__all__ = ["check_unique_ids", "correct_records", "done_ids", "load_corrector", "select_records"]
 
 log = logging.getLogger(__name__)
 
@@ -45,30 +58,37 @@ def select_records(
     return chosen
 
 
-def done_ids(path: Path) -> set[str]:
-    """Ids already in a predictions file; a torn last line (killed run) is cut off."""
-    if not path.exists():
-        return set()
-    ids, good_bytes = set(), 0
-    with open(path, "rb") as fh:
-        for raw in fh:
-            try:
-                item = json.loads(raw)
-                if not raw.endswith(b"\n"):
-                    raise ValueError("torn line")
-            except ValueError:
-                break
-            ids.add(item["id"])
-            good_bytes += len(raw)
-    if good_bytes != path.stat().st_size:
-        log.warning("%s: dropping a torn last line left by an interrupted run", path)
-        with open(path, "r+b") as fh:
-            fh.truncate(good_bytes)
-    return ids
+def check_unique_ids(records: list[CorrectionRecord], record_files: list[str]) -> None:
+    """Raise ``ValueError`` listing ids that appear twice: predictions are joined by id."""
+    counts = Counter(record.id for record in records)
+    repeated = sorted(i for i, n in counts.items() if n > 1)
+    if repeated:
+        shown = ", ".join(repr(i) for i in repeated[:10])
+        more = f" and {len(repeated) - 10} more" if len(repeated) > 10 else ""
+        raise ValueError(
+            f"{', '.join(map(str, record_files))}: {len(repeated)} record id(s) appear more than "
+            f"once ({shown}{more}); predictions are joined to records by id, so ids must be "
+            f"unique across the files (import them with distinct datasets or id prefixes)"
+        )
 
 
-def load_corrector(run_dir: str | Path):
-    """(model in eval mode, tokenizer, run config) from a run directory's latest checkpoint."""
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    """The run's latest checkpoint, checked complete (shards included) before anything loads."""
+    from nemo_neko.model.checkpoint_files import read_latest
+
+    checkpoints = RunPaths(run_dir).checkpoints
+    checkpoint = read_latest(checkpoints, shards=True)
+    if checkpoint is None:
+        raise FileNotFoundError(
+            f"{checkpoints}: no checkpoint to correct with (train the run first: "
+            f"stages=[train,correct,report])"
+        )
+    return checkpoint
+
+
+def load_corrector(run_dir: str | Path, checkpoint: Path | None = None):
+    """(model in eval mode, tokenizer, run config) from a run directory's checkpoint (default:
+    its latest)."""
     from nemo_neko.config import load_run_config
     from nemo_neko.data.tokenizer import TextTokenizer
     from nemo_neko.model.checkpoint import Checkpointer
@@ -76,9 +96,7 @@ def load_corrector(run_dir: str | Path):
 
     paths = RunPaths(run_dir)
     run = load_run_config(paths.config)
-    checkpoint = Checkpointer(paths.checkpoints).latest()
-    if checkpoint is None:
-        raise FileNotFoundError(f"{paths.checkpoints}: no complete checkpoint to correct with")
+    checkpoint = checkpoint or latest_checkpoint(run_dir)
     layout = ParallelLayout()
     run.model.parallel = layout
     parallel = initialize_parallel(
@@ -106,21 +124,42 @@ def correct_records(
     limit_per_dataset: int | None = None,
     batch_size: int | None = None,
 ) -> Path:
-    """Write predictions for the records (default: the run's held-out sets); returns the file."""
-    from nemo_neko.inference.generate import KVCacheDecoder
+    """Write predictions for the records (default: the run's held-out sets); returns the file.
+
+    Everything that can be wrong with the inputs (run config, checkpoint, record files, repeated
+    ids) is checked before the model is built; predictions of another checkpoint or other
+    settings in ``out`` are moved aside, never resumed (:mod:`nemo_neko.inference.provenance`).
+    """
+    from nemo_neko.config import load_run_config
 
     paths = RunPaths(run_dir)
-    model, tokenizer, run = load_corrector(run_dir)
+    run = load_run_config(paths.config)
+    checkpoint = latest_checkpoint(run_dir)
     record_files = record_paths or [p for spec in run.data.test for p in spec.paths]
     limit = (
         limit_per_dataset if limit_per_dataset is not None else run.generate.max_records_per_dataset
     )
-    records = select_records(read_records(record_files), limit)
+    every_record = read_records(record_files)
+    check_unique_ids(every_record, record_files)
+    records = select_records(every_record, limit)
+    if not records:
+        raise ValueError(f"{', '.join(map(str, record_files))}: no records to correct")
     out = Path(out) if out else paths.predictions
+    source = prediction_source(checkpoint, run)
+    digests = {r.id: record_digest(r) for r in records}
+    finished = resume(out, source, digests)
     write_records(records_beside(out), records)
-    finished = done_ids(out)
     todo = [r for r in records if r.id not in finished]
-    log.info("correcting %d records (%d already done) -> %s", len(todo), len(finished), out)
+    print(
+        f"correcting {len(todo)} records ({len(finished)} already done) with "
+        f"{describe_source(source)} -> {out}",
+        flush=True,
+    )
+    if not todo:
+        return out
+    from nemo_neko.inference.generate import KVCacheDecoder
+
+    model, tokenizer, run = load_corrector(run_dir, checkpoint)
     decoder = KVCacheDecoder(model, tokenizer.eos_id, tokenizer.pad_id)
     builder = SampleBuilder(tokenizer, run.data.seq_length)
     batch = batch_size or run.generate.batch_size
@@ -136,9 +175,13 @@ def correct_records(
                 prompts.append(builder.inference_prompt(record, reserve=limits[-1] + 1))
             for record, generation in zip(chunk, decoder.generate(prompts, limits, batch)):
                 text = tokenizer.decode(generation.tokens).strip()
-                fh.write(
-                    json.dumps({"id": record.id, "prediction": text}, ensure_ascii=False) + "\n"
-                )
+                line = {
+                    "id": record.id,
+                    "prediction": text,
+                    "record": digests[record.id],
+                    "source": source,
+                }
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
             done += len(chunk)

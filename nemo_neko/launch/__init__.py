@@ -4,9 +4,11 @@
 ``nemo_neko/conf``) is the entry point, and ``launch/run.py`` in a checkout only calls it; neither
 holds logic: :func:`launch` does the work:
 
-* check everything that can be checked before anything starts: the schema, the cluster
-  (:meth:`~nemo_neko.config.ClusterConfig.check`), the model's parallel layout against the
-  cluster's ``nnodes x nproc_per_node`` ranks, the task-to-expert mapping;
+* check everything that can be checked before anything starts: the schema (every key, also
+  ``+key=value`` ones), the cluster (:meth:`~nemo_neko.config.ClusterConfig.check`), the model's
+  parallel layout against the cluster's ``nnodes x nproc_per_node`` ranks, the task-to-expert
+  mapping, and every file the stages will read (:mod:`.preflight`: record files, tokenizer,
+  ``train.init_from``, the run's own checkpoints);
 * ``dry_run=true``: print the resolved config, the layout, the batch plan, the parameter counts
   and what the cluster would run (the torchrun commands, or the sbatch script); nothing is
   written, started or submitted;
@@ -63,7 +65,9 @@ def describe(run) -> str:
 
 
 def check(run) -> None:
-    """Everything checkable before anything starts; raises ``ValueError`` naming the broken rule."""
+    """Everything checkable before anything starts; raises ``ValueError`` naming the broken rule
+    or ``FileNotFoundError`` naming the missing file (one line each)."""
+    from nemo_neko.launch.preflight import check_inputs
     from nemo_neko.parallel import LayoutError
 
     cluster, model = run.cluster, run.model
@@ -80,6 +84,7 @@ def check(run) -> None:
         ) from error
     if model.num_experts:  # a dense model (before upcycling) has no routing
         run.task_routing().validate(model.num_experts, model.moe_router_topk)
+    check_inputs(run, Path(run.run_dir))
 
 
 def launch(cfg) -> int:
@@ -88,7 +93,7 @@ def launch(cfg) -> int:
 
     from nemo_neko.config import save_run_config, to_run_config
 
-    run = to_run_config(cfg)
+    run = to_run_config(cfg, source="the composed config")
     check(run)
     runner = importlib.import_module(RUNNERS[run.cluster.kind])
     run_dir = Path(run.run_dir)

@@ -10,6 +10,9 @@
 needs no checkout. Your own mixtures, models or clusters go in a folder of the same layout
 (``my_conf/data/my_mixture.yaml``) added with ``--config-dir`` (Hydra's search path); the shipped
 groups stay selectable. This module holds no logic: :func:`nemo_neko.launch.launch` does the work.
+
+Exit status: 0 on success, 2 on a user error (one line: ``error: <where>: <problem>``), 1 when a
+stage fails.
 """
 
 import sys
@@ -19,19 +22,31 @@ import hydra
 
 from nemo_neko.config import register_configs
 
+_STATUS: list[int] = []
+"""The exit status of the launched run (Hydra drops the task function's return value)."""
+
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
-def _compose_and_launch(cfg) -> int:
+def _compose_and_launch(cfg) -> None:
     from nemo_neko.launch import launch
+    from nemo_neko.launch.errors import report_user_errors
 
-    return launch(cfg)
+    _STATUS.append(report_user_errors(lambda: launch(cfg)))  # here, before Hydra's own report
 
 
-def main() -> None:
-    """Hydra's command line (overrides, ``--config-dir``, ``--help``) over the shipped configs."""
+def _hydra_main() -> int:
+    _compose_and_launch()
+    return _STATUS[-1] if _STATUS else 0  # --help, --cfg: nothing launched
+
+
+def main() -> int:
+    """Hydra's command line (overrides, ``--config-dir``, ``--help``) over the shipped configs;
+    user errors are one line and exit status 2 (:mod:`nemo_neko.launch.errors`)."""
+    from nemo_neko.launch.errors import run_reporting_errors
+
     warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex|apex).*")
     register_configs()
-    _compose_and_launch()
+    return run_reporting_errors(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
   (resumes from the run's latest checkpoint by itself); with ``cluster.nnodes > 1`` torchrun
   meets the other nodes at ``cluster.master_addr:master_port`` as node ``cluster.node_rank``;
 * ``correct``: ``python -m nemo_neko.eval correct --run-dir <run_dir>`` (predictions of the
-  held-out sets; a rerun skips records already corrected);
+  held-out sets; a rerun with the same checkpoint and settings skips records already corrected,
+  one after more training starts a new file and moves the old one aside);
 * ``report``: ``python -m nemo_neko.eval report`` on the held-out records and the predictions,
   printed and written to ``<run_dir>/report.{json,md,png}``.
 

@@ -27,6 +27,12 @@ import torch
 import torch.distributed as dist
 
 from nemo_neko.compat.megatron import align_optimizer_state
+from nemo_neko.model.checkpoint_files import (
+    INCOMPLETE,
+    CheckpointError,
+    check_checkpoint,
+    read_latest,
+)
 from nemo_neko.parallel.context import barrier as _barrier
 from nemo_neko.parallel.context import global_rank as _rank
 from nemo_neko.paths import CHECKPOINT_PREFIX, checkpoint_name
@@ -38,7 +44,6 @@ SHARDED_METADATA = {
     "singleton_local_shards": False,
     "chained_optim_avoid_prefix": True,
 }
-INCOMPLETE = ".incomplete"
 
 
 def unwrap(chunk):
@@ -103,23 +108,20 @@ class Checkpointer:
         self.keep = keep
 
     def latest(self) -> Path | None:
-        """The newest complete checkpoint, or None."""
-        pointer = self.root / "latest"
-        if not pointer.exists():
-            return None
-        path = self.root / pointer.read_text().strip()
-        if not (path / "trainer_state.pt").exists():
-            raise RuntimeError(f"{pointer} names {path.name}, which is not a complete checkpoint")
-        return path
+        """The newest complete checkpoint, or None; :class:`CheckpointError` (one line naming
+        it and what to do) when ``latest`` is empty or names no complete checkpoint."""
+        return read_latest(self.root)
 
     def resolve_model_path(self) -> Path:
         """A model checkpoint to initialise from: ``root`` itself, or its ``latest``."""
         if (self.root / "latest").exists():
-            return self.latest()
+            return read_latest(self.root, shards=True)
         if not (self.root / "metadata.json").exists():
-            raise FileNotFoundError(
-                f"{self.root}: neither a distributed checkpoint nor a checkpoint folder with 'latest'"
+            raise CheckpointError(
+                f"{self.root}: neither a distributed checkpoint nor a checkpoint folder with "
+                f"'latest'"
             )
+        check_checkpoint(self.root, trainer_state=False, shards=True)
         return self.root
 
     def clean_incomplete(self) -> None:
@@ -179,6 +181,7 @@ class Checkpointer:
 
         path = Path(path)
         state_file = path / "trainer_state.pt"
+        check_checkpoint(path, trainer_state=trainer_state_required, shards=True)
         if trainer_state_required or state_file.exists():
             trainer_state = torch.load(state_file, weights_only=False)
         else:

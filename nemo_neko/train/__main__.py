@@ -3,7 +3,9 @@
     torchrun --nproc_per_node 2 -m nemo_neko.train runs/neko-tiny/config.yaml
     python -m nemo_neko.train runs/neko-tiny/config.yaml          # one process
 
-The launcher (``python launch/run.py``) writes the config and runs this for you.
+The launcher (``python launch/run.py``) writes the config and runs this for you, after checking
+every file the run reads. Exit status 2 with one line on a bad config, record, checkpoint or
+missing file.
 """
 
 import argparse
@@ -20,11 +22,17 @@ def main(argv=None) -> int:
     from nemo_neko.utils.logs import quiet_libraries
 
     quiet_libraries()
-    from nemo_neko.config import load_run_config
-    from nemo_neko.train.loop import train
+    from nemo_neko.config import ConfigError, load_run_config
+    from nemo_neko.data.records import RecordError
+    from nemo_neko.model.checkpoint_files import CheckpointError
+    from nemo_neko.train.loop import TrainingError, train
 
-    run = load_run_config(args.config)
-    train(run, Path(args.config).resolve().parent)
+    try:
+        run = load_run_config(args.config)
+        train(run, Path(args.config).resolve().parent)
+    except (ConfigError, RecordError, CheckpointError, TrainingError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)  # user errors: one line, no traceback
+        return 2
     return 0
 
 

@@ -104,12 +104,15 @@ def write_jsonl(path: str | os.PathLike, lines: Iterable[str]) -> int:
     """Write ``lines`` (one JSON document each, no newline) atomically; returns how many.
 
     The parent folder is created. On any failure (also a failing ``lines`` iterator) the
-    temporary file is removed and the target is left as it was.
+    temporary file is removed, so are the folders this call created, and the target is left as
+    it was.
     """
     path = Path(path)
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     count = 0
+    done = False
     try:
         with open(tmp, "wb") as raw:
             binary = (
@@ -122,7 +125,14 @@ def write_jsonl(path: str | os.PathLike, lines: Iterable[str]) -> int:
                     fh.write(line + "\n")
                     count += 1
         os.replace(tmp, path)
+        done = True
     finally:
         if tmp.exists():
             tmp.unlink()
+        if not done:
+            for folder in created:  # innermost first; only the ones left empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     return count

@@ -555,51 +555,6 @@ def test_registry_formats_and_errors(tmp_path):
     assert len(records[0].source) == 50 and report.records == 3
 
 
-def test_hyporadise_through_the_registry(tmp_path):
-    items = [
-        {"id": "a", "input": ["x y", "x"], "output": "x y", "am_score": [-0.1, -0.2]},
-        {"input": ["z"], "output": "z", "input1": "z.", "input2": "", "instruction": "fix"},
-    ]
-    path = tmp_path / "test_atis.json"
-    path.write_text(json.dumps(items))
-    report = ImportReport()
-    records = list(import_records("hyporadise", path, dataset="atis", report=report))
-    assert [r.id for r in records] == ["a", "atis-000001"] and report.records == 2
-    assert records[0].meta == {"origin": "test_atis.json#0", "am_score": [-0.1, -0.2]}
-    assert records[1].meta == {"origin": "test_atis.json#1"}  # derived fields are not imported
-    roundtrip(records, tmp_path)
-    path.write_text(json.dumps([*items, {"id": "a", "input": ["q"], "output": "q"}]))
-    with pytest.raises(RecordError, match=at(path, 3, "id", unit="item") + ".*duplicate id 'a'"):
-        list(import_records("hyporadise", path, dataset="atis"))
-    report = ImportReport()
-    kept = list(
-        import_records("hyporadise", path, dataset="atis", report=report, skip_invalid=True)
-    )
-    assert len(kept) == 2 and report.num_rejected == 1
-
-
-@pytest.mark.parametrize(
-    "item,field,message",
-    [
-        ({"input": [], "output": "x"}, "input", "empty hypothesis list"),
-        ({"input": ["a", 1], "output": "x"}, "input", "must be a list of strings"),
-        ({"input": ["a"]}, "output", "missing required field"),
-        ({"input": ["a"], "output": "x", "nbest": []}, "nbest", "unknown HyPoradise field"),
-        (
-            {"input": ["a", "b"], "output": "x", "am_score": [1.0]},
-            "am_score",
-            "must be a list of 2 numbers",
-        ),
-        ({"input": ["a"], "output": 3}, "output", "must be a string"),
-    ],
-)
-def test_hyporadise_bad_items(tmp_path, item, field, message):
-    path = tmp_path / "test_cv.json"
-    path.write_text(json.dumps([{"input": ["ok"], "output": "ok"}, item]))
-    with pytest.raises(RecordError, match=at(path, 2, field, unit="item") + ".*" + message):
-        list(import_records("hyporadise", path, dataset="cv"))
-
-
 def test_registry_import_is_light():
     code = (
         "import sys, nemo_neko.data.importers; "

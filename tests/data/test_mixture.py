@@ -95,7 +95,7 @@ def test_same_seed_same_batches_other_seed_other_batches(corpus):
 
 def test_data_parallel_shards_partition_each_global_batch(corpus):
     paths, tokenizer, _ = corpus
-    mixture = PackedMixture.build(config(paths, seq_length=128), tokenizer)
+    mixture = PackedMixture.build(config(paths, seq_length=256), tokenizer)
     whole = BatchSchedule(mixture, global_batch_size=8, micro_batch_size=2)
     shards = [BatchSchedule(mixture, 8, 2, dp_rank=r, dp_size=2) for r in range(2)]
     assert whole.num_micro_batches == 4 and shards[0].num_micro_batches == 2
@@ -114,13 +114,13 @@ def test_data_parallel_shards_partition_each_global_batch(corpus):
 
 def test_resume_yields_exactly_the_uninterrupted_batches(corpus):
     paths, tokenizer, _ = corpus
-    mixture = PackedMixture.build(config(paths, seq_length=128), tokenizer)
+    mixture = PackedMixture.build(config(paths, seq_length=256), tokenizer)
     uninterrupted = [batches for batches in BatchSchedule(mixture, 4, 2)]
     first_run = BatchSchedule(mixture, 4, 2)
     for _, _ in zip(range(3), first_run):
         pass
     saved = first_run.state_dict()
-    rebuilt = PackedMixture.build(config(paths, seq_length=128), tokenizer)  # a new process
+    rebuilt = PackedMixture.build(config(paths, seq_length=256), tokenizer)  # a new process
     resumed = BatchSchedule(rebuilt, 4, 2)
     resumed.load_state_dict(saved)
     rest = list(resumed)
@@ -128,7 +128,7 @@ def test_resume_yields_exactly_the_uninterrupted_batches(corpus):
     for got, want in zip(rest, uninterrupted[3:]):
         for g, w in zip(got, want):
             assert all(np.array_equal(g[k], w[k]) for k in w)
-    changed = PackedMixture.build(config(paths, seq_length=128, epochs=3), tokenizer)
+    changed = PackedMixture.build(config(paths, seq_length=256, epochs=3), tokenizer)
     with pytest.raises(ValueError, match="cannot resume: the saved data position was for"):
         BatchSchedule(changed, 4, 2).load_state_dict(saved)
 
@@ -141,7 +141,7 @@ def test_tokenized_cache_is_reused_and_invalidated(corpus, tmp_path):
     assert len(files) == 1
     again = tokenize_dataset(spec, tokenizer, 256, cache_dir=tmp_path)
     assert np.array_equal(first.tokens, again.tokens)
-    tokenize_dataset(spec, tokenizer, 128, cache_dir=tmp_path)  # other settings, other entry
+    tokenize_dataset(spec, tokenizer, 300, cache_dir=tmp_path)  # other settings, other entry
     assert len(list(tmp_path.glob("atis-*.npz"))) == 2
 
 

@@ -84,7 +84,8 @@ def test_correct_writes_predictions_and_a_rerun_finishes_a_killed_one(tmp_path):
     assert done_ids(out) == {json.loads(line)["id"] for line in lines[:5]}
     second = _correct(run_dir)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "7 already done" not in second.stderr and read_predictions(out) == complete
+    assert "correcting 7 records (5 already done) with step_00000002" in second.stdout
+    assert read_predictions(out) == complete
     report = subprocess.run(
         [
             sys.executable,

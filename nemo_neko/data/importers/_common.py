@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nemo_neko.data.records import CorrectionRecord, RecordError, validate_record
-from nemo_neko.utils.jsonl import open_text
+from nemo_neko.utils.jsonl import DAMAGED, iter_json_lines, open_binary
 
 PARQUET_HINT = "reading parquet needs pyarrow: pip install pyarrow (or convert the file to JSONL)"
 
@@ -40,6 +40,11 @@ class ImportReport:
         rejected: invalid rows collected with ``skip_invalid=True`` (otherwise they raise).
         truncated: records whose field was shortened, by record field (``source``, ``reference``).
         ignored_fields: input fields dropped because the caller named them in ``ignore_fields``.
+        warnings: things a user should look at (e.g. unknown fields kept in ``meta``), by
+            message -> rows concerned.
+        notes: documented handling worth knowing (fields not imported, kept verbatim), by
+            message -> rows concerned.
+        unit: what the input's positions count (``line``, ``item``, ``row``), for the summary.
     """
 
     records: int = 0
@@ -47,6 +52,9 @@ class ImportReport:
     rejected: list[RecordError] = field(default_factory=list)
     truncated: dict[str, int] = field(default_factory=dict)
     ignored_fields: dict[str, int] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
+    unit: str = "row"
 
     @property
     def num_rejected(self) -> int:
@@ -62,6 +70,14 @@ class ImportReport:
         """Count one row left out for ``reason``."""
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
+    def warn(self, message: str) -> None:
+        """Count one row concerned by warning ``message``."""
+        self.warnings[message] = self.warnings.get(message, 0) + 1
+
+    def note(self, message: str) -> None:
+        """Count one row concerned by note ``message``."""
+        self.notes[message] = self.notes.get(message, 0) + 1
+
     def summary(self) -> str:
         """Human-readable lines for a CLI, e.g. ``skipped 3 'paraphrase' records (not a NeKo task)``."""
         lines = [f"{self.records} records imported, {self.num_rejected} rejected"]
@@ -74,6 +90,11 @@ class ImportReport:
             f"ignored field '{name}' in {count} rows"
             for name, count in sorted(self.ignored_fields.items())
         ]
+        for kind, counts in (("warning", self.warnings), ("note", self.notes)):
+            lines += [
+                f"{kind}: {message} ({count} {self.unit}{'s' if count != 1 else ''})"
+                for message, count in sorted(counts.items())
+            ]
         lines += [f"rejected {err}" for err in self.rejected]
         return "\n".join(lines)
 
@@ -119,30 +140,103 @@ def read_rows(path: str | os.PathLike) -> tuple[str, Iterator[Row]]:
     )
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+"""How a Git LFS pointer file starts (a dataset cloned without ``git lfs pull``)."""
+
+
+def check_not_placeholder(path: str, head: bytes) -> None:
+    """Raise when a file's first bytes show it holds no data: empty, or a Git LFS pointer."""
+    if not head.strip():
+        raise RecordError(path, 1, None, "the file is empty (no items to import)")
+    if head.startswith(LFS_POINTER):
+        raise RecordError(
+            path,
+            1,
+            None,
+            "the file is a Git LFS pointer, not the data: fetch it with `git lfs pull` "
+            "(or download the file itself from the dataset's hub page)",
+        )
+
+
 def _jsonl_rows(path: str) -> Iterator[Row]:
-    with open_text(path) as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield line_no, json.loads(raw)
-            except json.JSONDecodeError as err:
-                message = f"malformed JSON ({err.msg} at column {err.colno})"
-                yield line_no, RecordError(path, line_no, None, message)
+    with open_binary(path) as fh:
+        try:
+            head = fh.read(len(LFS_POINTER))
+        except DAMAGED:
+            head = b"?"  # the line reader below names the damage
+    if head.startswith(LFS_POINTER):
+        check_not_placeholder(path, head)
+    for item in iter_json_lines(path):
+        if item.fatal:  # nothing after this point can be read: never skippable
+            raise RecordError(path, item.line, None, item.error)
+        if item.error is not None:
+            yield item.line, RecordError(path, item.line, None, item.error)
+        else:
+            yield item.line, item.value
+
+
+def _read_bytes(path: str) -> bytes:
+    """All (decompressed) bytes of ``path``; a truncated or damaged ``.gz`` names its line."""
+    chunks: list[bytes] = []
+    with open_binary(path) as fh:
+        try:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                chunks.append(chunk)
+        except DAMAGED as err:
+            lines = sum(c.count(b"\n") for c in chunks)
+            raise RecordError(
+                path,
+                lines + 1,
+                None,
+                f"the file ends early or is damaged after line {lines} "
+                f"({type(err).__name__}: {err})",
+            ) from None
+    return b"".join(chunks)
 
 
 def _json_array_rows(path: str) -> Iterator[Row]:
-    with open_text(path) as fh:
-        try:
-            items = json.load(fh)
-        except json.JSONDecodeError as err:
-            message = f"malformed JSON ({err.msg} at column {err.colno})"
-            raise RecordError(path, err.lineno, None, message) from None
+    raw = _read_bytes(path)
+    check_not_placeholder(path, raw[: len(LFS_POINTER)])
+    # bytes that are not UTF-8 are kept as lone surrogates, so only the items holding them fail
+    text = raw.decode("utf-8", errors="surrogateescape")
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as err:
+        message = f"malformed JSON ({err.msg} at column {err.colno})"
+        raise RecordError(path, err.lineno, None, message) from None
     if not isinstance(items, list):
         raise RecordError(
             path, 1, None, f"expected a JSON array of items, got {type(items).__name__}"
         )
-    yield from enumerate(items, start=1)
+    for index, item in enumerate(items, start=1):
+        bad = _undecodable(item)
+        if bad is None:
+            yield index, item
+        else:
+            field_name, byte = bad
+            message = f"not UTF-8 text (byte 0x{byte:02x})"
+            yield index, RecordError(path, index, field_name, message, unit="item")
+
+
+def _undecodable(value: Any, name: str | None = None) -> tuple[str | None, int] | None:
+    """``(top-level field, byte)`` of the first byte in ``value`` that was not UTF-8."""
+    if isinstance(value, str):
+        for char in value:
+            if "\udc80" <= char <= "\udcff":
+                return name, ord(char) - 0xDC00
+        return None
+    if isinstance(value, dict):
+        pairs = value.items()
+    elif isinstance(value, list):
+        pairs = ((None, v) for v in value)
+    else:
+        return None
+    for key, inner in pairs:
+        found = _undecodable(key, name) if isinstance(key, str) else None
+        found = found or _undecodable(inner, name if name is not None else key)
+        if found:
+            return found
+    return None
 
 
 def _parquet_rows(path: str) -> Iterator[Row]:
@@ -219,6 +313,7 @@ def emit_records(
             in duplicate-id errors.
     """
     first_seen: dict[str, int] = {}
+    report.unit = unit
     for pos, row in rows:
         where = Where(path, pos, unit)
         try:
