@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        run = to_run_config(compose(config_name="config"))
+        run = to_run_config(compose(config_name="config", overrides=["model=tiny"]))
     records = read_records(sample_paths("test", ("atis",)))[: args.prompts]
     tokenizer = train_bpe_tokenizer(
         [

@@ -85,7 +85,12 @@ def build_trainer(overrides: list[str], run_dir: Path):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(
             config_name="config",
-            overrides=[f"run_dir={run_dir}", "train.tensorboard=false", *overrides],
+            overrides=[
+                "model=tiny",
+                f"run_dir={run_dir}",
+                "train.tensorboard=false",
+                *overrides,
+            ],
         )
     save_run_config(cfg, run_dir / "config.yaml")
     return Trainer(to_run_config(cfg), run_dir)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nemo_neko.data.mixture import DatasetSpec
+from nemo_neko.data.samples import PromptFormat
 from nemo_neko.model.config import ModelConfig
 from nemo_neko.moe.config import TaskRoutingConfig
 
@@ -31,6 +32,8 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 class Stage(StrEnum):
     """What a run does, in order (``stages``)."""
 
+    prepare = "prepare"
+    """Fetch, import and upcycle ``base.source`` (nothing to do without one)."""
     train = "train"
     correct = "correct"
     report = "report"
@@ -81,8 +84,44 @@ class DataConfig:
     max_sample_length: int | None = None
     pack_window: int = 4096
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    prompt_format: PromptFormat = PromptFormat.plain
+    """``plain`` (prompt, newline, target, EOS) or ``chat`` (the tokenizer's chat template: the
+    task prompt as the user turn, the target as the assistant turn; instruct/chat models)."""
+    system_prompt: str | None = None
+    """``chat``: the system turn's text; None = the chat template's own default."""
     skip_invalid: bool = False
     """Count and report invalid records instead of stopping at the first."""
+
+
+class RouterInit(StrEnum):
+    """How an upcycled model's new routers start (``base.router_init``)."""
+
+    normal = "normal"
+    zeros = "zeros"
+
+
+@dataclass
+class BaseModelConfig:
+    """The pretrained model a run fine-tunes (:mod:`nemo_neko.convert.base_models`).
+
+    The ``prepare`` stage fetches it (a registered name), imports it (GGUF or Hugging Face) and,
+    for an MoE ``model`` and a dense source, upcycles it into ``model.num_experts`` experts at
+    ``model.moe_layers``; training then starts from it unless ``train.init_from`` is set, with
+    its tokenizer unless ``data.tokenizer.path`` is set.
+    """
+
+    source: str | None = None
+    """A registered name (``smollm2-135m-instruct``), a ``.gguf`` file or a Hugging Face
+    folder; None: no base model (``train.init_from``, or training from scratch)."""
+    cache_dir: str | None = None
+    """Where fetched and converted models are kept (None: ``$NEMO_NEKO_CACHE`` or
+    ``~/.cache/nemo-neko``)."""
+    upcycle: bool = True
+    """Upcycle a dense source into the model's experts (False: the source must match as is)."""
+    router_init: RouterInit = RouterInit.normal
+    router_std: float = 0.02
+    noise: float = 0.0
+    """Std of Gaussian noise added to each upcycled expert's copy (0 = exact copies)."""
 
 
 @dataclass
@@ -110,6 +149,13 @@ class TrainConfig:
     max_steps: int | None = None
     """Stop after this many steps (default: all full global batches of ``epochs``)."""
     use_distributed_optimizer: bool = False
+    freeze_embeddings: bool = False
+    """Keep the word embeddings as the initial model has them (tied: the output layer too)."""
+    freeze_layers_below: int = 0
+    """Keep layers ``0 .. N-1`` as the initial model has them (0 = train every layer)."""
+    freeze: list[str] = field(default_factory=list)
+    """More frozen parameters: regular expressions over global parameter names
+    (``decoder.layers.3.self_attention.linear_qkv.weight``; :mod:`nemo_neko.train.freeze`)."""
     init_from: str | None = None
     """A model checkpoint (e.g. imported from Hugging Face) to start from when the run has no
     checkpoint of its own: model weights only, fresh optimizer and schedule."""
@@ -131,9 +177,13 @@ class GenerateConfig:
     max_new_tokens: int = 256
     """Hard bound on generated tokens."""
     new_tokens_per_input_token: float = 2.0
-    """Bound relative to the input: ``ratio * tokens of the 1-best/source + 16``."""
+    """Bound relative to the input: ``ratio * tokens of the 1-best/source + extra_new_tokens``."""
+    extra_new_tokens: int = 16
+    """The constant part of the bound relative to the input."""
     max_records_per_dataset: int | None = None
     """Correct only the first N records of each held-out dataset (None = all)."""
+    no_repeat_ngram_size: int = 0
+    """Never generate an n-gram twice within one answer (0 = off; the prompt does not count)."""
 
 
 @dataclass
@@ -247,6 +297,7 @@ class RunConfig:
     """What the launcher runs, in order: train, correct, report."""
     dry_run: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
+    base: BaseModelConfig = field(default_factory=BaseModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     routing: TaskRoutingConfig = field(default_factory=TaskRoutingConfig)
     """Task-guided routing: the dataset -> expert assignment and the switches (resolved against
@@ -254,6 +305,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def active_stages(self) -> list[Stage]:
+        """The stages that have work: ``prepare`` only with a ``base.source``."""
+        return [s for s in self.stages if s != Stage.prepare or self.base.source is not None]
 
     def task_routing(self) -> TaskRoutingConfig:
         """The routing the model's layers use: training dataset ``i`` is task ``i``, mapped to

@@ -4,12 +4,14 @@
 
     <run_dir>/
         config.yaml                      the resolved run config (every process reads it)
+        base.json                        the converted base model the run starts from (prepare)
         tokenizer/                       the run's tokenizer (Hugging Face layout)
         cache/                           tokenised and packed datasets
         checkpoints/                     step_00000120/, latest (see nemo_neko.model.checkpoint)
         metrics.jsonl  tensorboard/      training logs
         predictions.jsonl                corrections of the held-out records
         predictions.records.jsonl.gz     exactly the records that were corrected
+        predictions.routing.json         which experts the held-out sets' prompts chose
         report.json  report.md  report.png
         slurm/                           job script and logs (cluster=slurm)
 """
@@ -35,6 +37,13 @@ def records_beside(predictions: str | os.PathLike) -> Path:
     return predictions.with_name(predictions.stem + ".records.jsonl.gz")
 
 
+def routing_beside(predictions: str | os.PathLike) -> Path:
+    """The routing summary next to a predictions file (``X.jsonl`` -> ``X.routing.json``): the
+    experts the corrected records' prompts chose (:mod:`nemo_neko.inference.routing`)."""
+    predictions = Path(predictions)
+    return predictions.with_name(predictions.stem + ".routing.json")
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """The files of the run in ``root``."""
@@ -47,6 +56,16 @@ class RunPaths:
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base.json"
+
+    def prepared_base(self) -> dict | None:
+        """What the ``prepare`` stage wrote (``checkpoint``, ``tokenizer``, ``source``), or None."""
+        import json
+
+        return json.loads(self.base.read_text()) if self.base.exists() else None
 
     @property
     def tokenizer(self) -> Path:
@@ -75,6 +94,11 @@ class RunPaths:
     @property
     def corrected_records(self) -> Path:
         return records_beside(self.predictions)
+
+    @property
+    def routing(self) -> Path:
+        """Inference routing of the held-out sets (written by the correct stage)."""
+        return routing_beside(self.predictions)
 
     def report(self, suffix: str) -> Path:
         """``report.json``, ``report.md`` or ``report.png``."""

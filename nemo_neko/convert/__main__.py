@@ -3,10 +3,15 @@
     # Hugging Face -> Megatron distributed checkpoint (+ tokenizer), checked for a layout
     python -m nemo_neko.convert import --hf Mixtral-8x7B-v0.1 --out ckpt/8x7b --model 8x7b
     python -m nemo_neko.convert import --hf Qwen1.5-MoE-A2.7B --out ckpt/qwen --expert 4
+    # a GGUF file (llama.cpp; Llama architecture, dequantised) in the same way
+    python -m nemo_neko.convert import --gguf SmolLM2-135M-Instruct.Q4_1.gguf --out ckpt/smollm2
 
     # a dense model -> an N-expert MoE (Gemma-2B -> 8x2B, the paper's recipe)
     python -m nemo_neko.convert upcycle --hf gemma-2b --out ckpt/8x2b --num-experts 8 --topk 2 \\
         --router-init normal --router-std 0.02 --noise 0.0 --model 8x2b
+
+    # a run's base model (base.source): fetched, imported, upcycled once into the cache
+    python -m nemo_neko.convert prepare --run-dir runs/neko-smollm2-8x
 
     # a trained run (or any NeKo checkpoint) -> Hugging Face folder for transformers / vLLM
     python -m nemo_neko.convert export --checkpoint runs/neko-8x7b --out neko-8x7b-hf
@@ -53,7 +58,11 @@ def _layout_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _import_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hf", required=True, help="Hugging Face model folder (safetensors)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hf", help="Hugging Face model folder (safetensors)")
+    source.add_argument(
+        "--gguf", help="GGUF file (llama.cpp; Llama architecture, F32/F16/BF16/Q8_0/Q4_x)"
+    )
     parser.add_argument("--out", required=True, help="output folder (Megatron checkpoint)")
     parser.add_argument(
         "--model",
@@ -93,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--router-std", type=float, default=0.02, help="std of a normal router init")
     p.add_argument("--noise", type=float, default=0.0, help="std of noise added to each expert")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--layers",
+        type=_layer_list,
+        help="layers to upcycle, 0-based, e.g. 26-29 or 0,2,4 (default: every layer)",
+    )
+
+    p = sub.add_parser(
+        "prepare",
+        help="a run's base model: fetch, import and upcycle base.source into the cache (once)",
+    )
+    p.add_argument("--run-dir", required=True, help="the run's folder (with config.yaml)")
 
     p = sub.add_parser("export", help="NeKo checkpoint -> Hugging Face folder")
     p.add_argument(
@@ -113,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _layer_list(text: str) -> list[int]:
+    """``26-29``, ``0,2,4`` or a mix (``0,10-12``) -> sorted layer indices."""
+    layers: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise argparse.ArgumentTypeError(f"not a layer list: {text!r} (e.g. 26-29 or 0,2,4)")
+        layers.update(range(int(first), int(last or first) + 1))
+    return sorted(layers)
+
+
 def _layout(args):
     from nemo_neko.parallel import ParallelLayout
 
@@ -128,6 +159,16 @@ def _layout(args):
 
 
 def run(args) -> str:
+    if args.command == "prepare":
+        from nemo_neko.config import load_run_config
+        from nemo_neko.convert.base_models import prepare_base
+        from nemo_neko.paths import RunPaths
+
+        run_config = load_run_config(RunPaths(args.run_dir).config)
+        if run_config.base.source is None:
+            return "prepare: no base.source in the run config, nothing to do"
+        record = prepare_base(run_config, args.run_dir)
+        return f"prepare: the run starts from {record['checkpoint']}"
     if args.command == "export":
         from nemo_neko.convert.exporter import export_hf
 
@@ -154,9 +195,11 @@ def run(args) -> str:
             router_std=args.router_std,
             noise=args.noise,
             seed=args.seed,
+            layers=args.layers,
         )
+    source = args.hf or args.gguf
     out = import_hf(
-        args.hf,
+        source,
         args.out,
         layout=_layout(args),
         dtype=args.dtype,
@@ -171,7 +214,7 @@ def run(args) -> str:
     tokenizer = out / "tokenizer"
     hint = f" data.tokenizer.path={tokenizer}" if tokenizer.exists() else ""
     return (
-        f"{done} {args.hf} -> {out} ({model.num_layers} layers, {model.num_experts} experts, "
+        f"{done} {source} -> {out} ({model.num_layers} layers, {model.num_experts} experts, "
         f"{model.params_dtype})\ntrain from it: python launch/run.py "
         f"model={args.model or '<name>'} train.init_from={out}{hint}"
     )

@@ -61,7 +61,7 @@ COMPARED_FIELDS = (
     "num_experts", "moe_router_topk", "vocab_size", "activation", "normalization",
     "layernorm_zero_centered_gamma", "add_qkv_bias", "moe_shared_expert_intermediate_size",
     "moe_shared_expert_gate", "moe_router_pre_softmax", "share_embeddings_and_output_weights",
-    "rotary_base", "layernorm_epsilon", "embedding_multiplier",
+    "rotary_base", "layernorm_epsilon", "embedding_multiplier", "moe_layers",
 )  # fmt: skip
 """Fields that must agree between a checkpoint and a named model config (``--model``)."""
 
@@ -274,6 +274,32 @@ def plan_import(
     return adapter, model, layout, padded_vocab, pairs
 
 
+def open_source(path: str | Path):
+    """A checkpoint to import: a Hugging Face folder, or a ``.gguf`` file (same interface)."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        from nemo_neko.convert.gguf_io import GGUFCheckpoint
+
+        return GGUFCheckpoint(path)
+    if path.is_file():
+        raise ConversionError(f"{path}: a file that is not .gguf; give a Hugging Face folder")
+    return HFCheckpoint(path)
+
+
+def write_source_files(source, hf_dir: Path, tmp: Path) -> None:
+    """Tokenizer, ``hf_config.json`` and ``generation_config.json`` of the source next to the
+    checkpoint being written."""
+    if hasattr(source, "write_tokenizer"):  # GGUF: the embedded tokenizer, converted
+        source.write_tokenizer(tmp / "tokenizer")
+        (tmp / "hf_config.json").write_text(json.dumps(source.config, indent=2) + "\n")
+        return
+    if not copy_tokenizer(hf_dir, tmp / "tokenizer"):
+        log.warning("%s has no tokenizer files: set data.tokenizer.path yourself", hf_dir)
+    shutil.copy2(hf_dir / "config.json", tmp / "hf_config.json")
+    if (hf_dir / "generation_config.json").exists():
+        shutil.copy2(hf_dir / "generation_config.json", tmp / "generation_config.json")
+
+
 def import_hf(
     hf_dir: str | Path,
     out_dir: str | Path,
@@ -290,7 +316,8 @@ def import_hf(
     """Convert a Hugging Face checkpoint into a Megatron distributed checkpoint in ``out_dir``.
 
     Args:
-        hf_dir: Hugging Face model folder (config.json, safetensors, tokenizer files).
+        hf_dir: Hugging Face model folder (config.json, safetensors, tokenizer files), or a
+            GGUF file (:mod:`nemo_neko.convert.gguf_io`: Llama architecture, dequantised).
         out_dir: output folder (see the module docstring).
         layout: the TP/PP/EP layout training will use: checked against the model, and the
             vocabulary is padded to ``128 x TP`` as the trainer does. The stored tensors are
@@ -308,7 +335,7 @@ def import_hf(
         ``out_dir``.
     """
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
-    hf = HFCheckpoint(hf_dir)
+    hf = open_source(hf_dir)
     started = time.time()
     try:
         adapter, model, layout, padded_vocab, pairs = plan_import(
@@ -323,12 +350,12 @@ def import_hf(
             raise
     finally:
         hf.close()
-    if not copy_tokenizer(hf_dir, tmp / "tokenizer"):
-        log.warning("%s has no tokenizer files: set data.tokenizer.path yourself", hf_dir)
+    try:
+        write_source_files(hf, hf_dir, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     save_model_config(model, tmp / "neko_model.yaml")
-    shutil.copy2(hf_dir / "config.json", tmp / "hf_config.json")
-    if (hf_dir / "generation_config.json").exists():
-        shutil.copy2(hf_dir / "generation_config.json", tmp / "generation_config.json")
     info = {
         "source": str(hf_dir.resolve()),
         "model_type": adapter.model_type,

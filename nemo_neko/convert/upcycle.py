@@ -38,6 +38,8 @@ class UpcycleConfig:
     noise: float = 0.0
     """Standard deviation of Gaussian noise added to each expert's copy (0 = exact copies)."""
     seed: int = 0
+    layers: list[int] | None = None
+    """The 0-based layers to upcycle (the others keep their dense MLP); None = every layer."""
 
     def validate(self) -> None:
         if self.num_experts < 1:
@@ -52,14 +54,19 @@ class UpcycleConfig:
             )
         if self.router_std < 0 or self.noise < 0:
             raise ConversionError("router_std and noise must be >= 0")
+        if self.layers is not None and not self.layers:
+            raise ConversionError("layers: name at least one layer to upcycle (or None for all)")
 
 
 def upcycled_model(dense: ModelConfig, up: UpcycleConfig) -> ModelConfig:
     """The MoE :class:`ModelConfig` of ``dense`` upcycled: experts as wide as the dense FFN,
-    an MoE in every layer, top-k weights renormalised (sum to one)."""
+    an MoE in every layer (or in ``up.layers``), top-k weights renormalised (sum to one)."""
     up.validate()
     if dense.num_experts:
         raise ConversionError(f"model {dense.name!r} already has {dense.num_experts} experts")
+    outside = [i for i in up.layers or [] if not 0 <= i < dense.num_layers]
+    if outside:
+        raise ConversionError(f"layers {outside} are outside the model's {dense.num_layers} layers")
     return dataclasses.replace(
         dense,
         name=f"{dense.name}-{up.num_experts}x",
@@ -67,6 +74,7 @@ def upcycled_model(dense: ModelConfig, up: UpcycleConfig) -> ModelConfig:
         moe_router_topk=up.topk,
         moe_ffn_hidden_size=dense.ffn_hidden_size,
         moe_layer_freq=1,
+        moe_layers=sorted(up.layers) if up.layers is not None else None,
         moe_router_pre_softmax=False,
         moe_shared_expert_intermediate_size=None,
     )
@@ -86,6 +94,9 @@ def upcycle_recipes(
             out.append((param, recipe))
             continue
         layer, leaf = match.groups()
+        if not model.is_moe_layer(int(layer)):  # a layer left dense
+            out.append((param, recipe))
+            continue
         prefix = f"decoder.layers.{layer}.mlp."
         if leaf == "linear_fc1.weight":
             out.append((prefix + "router.weight", Recipe([Fill(model.num_experts, std, up.seed)])))

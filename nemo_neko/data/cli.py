@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="train a BPE tokenizer of this size",
         )
         cmd.add_argument("--max-length", type=int, default=None, help="longest sample in tokens")
+        cmd.add_argument(
+            "--prompt-format",
+            choices=["plain", "chat"],
+            default="plain",
+            help="plain, or chat (the tokenizer's chat template); default: %(default)s",
+        )
         cmd.add_argument("--skip-invalid", action="store_true", help="count and report bad records")
         cmd.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY)
         cmd.add_argument("--json", help="also write the figures to this file")
@@ -181,7 +187,8 @@ def run_stats(args) -> int:
         if with_hyps:
             row["wer_1best"] = round(first_best_wer(with_hyps), 2)
         if tokenizer is not None:
-            data = SampleBuilder(tokenizer, args.max_length or 1 << 30).build(group, name)
+            builder = SampleBuilder(tokenizer, args.max_length or 1 << 30, args.prompt_format)
+            data = builder.build(group, name)
             row.update(data.stats.as_dict())
             row.pop("too_long_ids")
         rows[name] = row
@@ -225,6 +232,7 @@ def run_pack(args) -> int:
         seed=args.seed,
         seq_length=args.seq_length,
         max_sample_length=args.max_length,
+        prompt_format=args.prompt_format,
     )
     mixture = PackedMixture.build(config, tokenizer, skip_invalid=args.skip_invalid)
     if not len(mixture) and not args.allow_empty:

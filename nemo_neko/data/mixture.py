@@ -6,7 +6,9 @@ The whole schedule is a pure function of the configuration, the record files and
 2. per epoch, dataset ``d`` contributes ``round(weight_d * size_d)`` samples (whole passes for
    the integer part of the weight, a seeded draw without replacement for the rest), and the
    epoch's samples are shuffled with a seed derived from ``(seed, epoch)``;
-3. each epoch's sample stream is packed into sequences (:func:`~nemo_neko.data.packing.plan_packing`);
+3. each epoch's sample stream is packed into sequences (:func:`~nemo_neko.data.packing.plan_packing`,
+   which fills bins longest sample first), and the epoch's sequences are shuffled again (seed
+   ``(seed, epoch)``), so that any prefix of the schedule is a fair draw of lengths and datasets;
 4. sequences form global batches of ``global_batch_size`` sequences; data-parallel rank ``r`` of
    ``R`` takes the ``r``-th contiguous slice of each global batch, as micro-batches.
 
@@ -28,7 +30,7 @@ import numpy as np
 
 from nemo_neko.data.packing import FIELDS, PackedSequence, pack_sequence, plan_packing
 from nemo_neko.data.records import read_records
-from nemo_neko.data.samples import SampleBuilder, TokenizedDataset, cache_key
+from nemo_neko.data.samples import PromptFormat, SampleBuilder, TokenizedDataset, cache_key
 from nemo_neko.data.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ class MixtureConfig:
     """Longest sample in tokens (default ``seq_length``); longer ones are shortened on the input."""
     pack_window: int = 4096
     """Samples packed together (see ``plan_packing``)."""
+    prompt_format: PromptFormat = PromptFormat.plain
+    """``plain`` or ``chat`` (the tokenizer's chat template; :mod:`nemo_neko.data.samples`)."""
+    system_prompt: str | None = None
+    """``chat``: the system turn; None = the template's default."""
 
     def validate(self) -> None:
         if not self.datasets:
@@ -91,11 +97,14 @@ def tokenize_dataset(
     max_length: int,
     cache_dir: str | Path | None = None,
     skip_invalid: bool = False,
+    builder: SampleBuilder | None = None,
 ) -> TokenizedDataset:
-    """Samples of one dataset, from the cache when its key (files, tokenizer, length) matches."""
+    """Samples of one dataset, from the cache when its key (files, tokenizer, length, format)
+    matches; ``builder`` renders them (default: plain samples of ``max_length``)."""
+    builder = builder or SampleBuilder(tokenizer, max_length)
     cache_file = None
     if cache_dir is not None:
-        key = cache_key(spec.paths, tokenizer, max_length)
+        key = cache_key(spec.paths, tokenizer, max_length, builder.rendering)
         cache_file = Path(cache_dir) / f"{spec.name}-{key}.npz"
         if cache_file.exists():
             return TokenizedDataset.load(cache_file)
@@ -107,7 +116,6 @@ def tokenize_dataset(
         log.warning("dataset %s: %s", spec.name, report.summary())
     if not records:
         raise ValueError(f"dataset {spec.name!r}: no records in {spec.paths}")
-    builder = SampleBuilder(tokenizer, max_length)
     data = builder.build(records, spec.name)
     if data.stats.too_long:
         message = too_long_message(spec.name, records, data.stats.too_long, builder)
@@ -189,8 +197,12 @@ class PackedMixture:
         for epoch in range(config.epochs):
             pairs = epoch_samples(sizes, weights, epoch, config.seed)
             lengths = np.array([datasets[d].lengths[i] for d, i in pairs], dtype=np.int64)
-            for group in plan_packing(lengths, config.seq_length, config.pack_window):
-                self.sequences.append(pairs[group])
+            groups = plan_packing(lengths, config.seq_length, config.pack_window)
+            # packing places the longest samples first: without this shuffle a short run would
+            # see only the longest utterances (of the datasets that have them)
+            order = np.random.default_rng([config.seed, epoch, 2]).permutation(len(groups))
+            for g in order.tolist():
+                self.sequences.append(pairs[groups[g]])
             self.epoch_starts.append(len(self.sequences))
 
     @classmethod
@@ -209,8 +221,9 @@ class PackedMixture:
         """
         config.validate()
         max_length = config.max_sample_length or config.seq_length
+        builder = SampleBuilder(tokenizer, max_length, config.prompt_format, config.system_prompt)
         datasets = [
-            tokenize_dataset(spec, tokenizer, max_length, cache_dir, skip_invalid)
+            tokenize_dataset(spec, tokenizer, max_length, cache_dir, skip_invalid, builder)
             for spec in config.datasets
         ]
         return cls(config, datasets, tokenizer.pad_id, task_ids)

@@ -1,7 +1,15 @@
-"""Samples: a record rendered by its task and tokenised.
+"""Samples: a record rendered by its task and tokenised, in one of two formats.
 
-A sample is ``[BOS] + prompt + "\\n" + target + [EOS]`` (BOS when the tokenizer adds one). The
-prompt tokens are loss-masked; the target and EOS are what the model learns to produce.
+* ``plain``: ``[BOS] + prompt + "\\n" + target + [EOS]`` (BOS when the tokenizer adds one);
+* ``chat``: the tokenizer's own chat template, the task prompt as the user turn (after an
+  optional system turn) and the target as the assistant turn:
+  ``render([system?, user], add_generation_prompt=True) + target + [end of turn]``, the end of
+  turn being the tokenizer's EOS (``<|im_end|>`` for SmolLM2/Qwen, ``</s>`` for Mistral).
+  Generation stops there. This is what instruct/chat models (SmolLM2-Instruct, Mixtral-Instruct,
+  Qwen-Chat) were trained on.
+
+The prompt tokens are loss-masked; the target and the final EOS / end of turn are what the model
+learns to produce.
 
 Over-long samples (more than ``max_length`` tokens) are shortened on the *input* side only:
 
@@ -20,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +40,13 @@ from nemo_neko.tasks import get_task
 PROMPT_SEPARATOR = "\n"
 FORMAT_VERSION = 1
 """Bump when rendering or tokenisation changes, so caches are rebuilt."""
+
+
+class PromptFormat(StrEnum):
+    """How a record becomes a sample (``data.prompt_format``; see the module docstring)."""
+
+    plain = "plain"
+    chat = "chat"
 
 
 @dataclass
@@ -135,24 +151,53 @@ class TokenizedDataset:
 
 
 class SampleBuilder:
-    """Renders records with their task's prompt and tokenises them into samples."""
+    """Renders records with their task's prompt and tokenises them into samples.
 
-    def __init__(self, tokenizer: TextTokenizer, max_length: int):
+    Args:
+        tokenizer: the run's tokenizer (with a chat template for ``chat``).
+        max_length: longest sample in tokens.
+        prompt_format: ``plain`` or ``chat`` (see the module docstring).
+        system_prompt: ``chat``: the system turn's text; None = the template's own default.
+    """
+
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        max_length: int,
+        prompt_format: str = PromptFormat.plain,
+        system_prompt: str | None = None,
+    ):
         if max_length < 8:
             raise ValueError(f"max_length must be at least 8 tokens, got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.specials = (1 if tokenizer.add_bos else 0) + 1  # BOS? + EOS
+        self.format = PromptFormat(prompt_format)
+        self.system_prompt = system_prompt
+        if self.format is PromptFormat.chat and tokenizer.chat_template is None:
+            raise ValueError(
+                f"data.prompt_format=chat needs a tokenizer with a chat template; {tokenizer.name} "
+                f"has none (use data.prompt_format=plain)"
+            )
+        with_bos = self.format is PromptFormat.plain and tokenizer.add_bos
+        self.head = [tokenizer.bos_id] if with_bos else []
+        self.specials = len(self.head) + 1  # BOS? + EOS (or the end of turn)
 
     def _assemble(self, prompt_ids: list[int], target_ids: list[int]) -> tuple[list[int], int]:
-        head = [self.tokenizer.bos_id] if self.tokenizer.add_bos else []
-        prompt = head + prompt_ids
+        prompt = self.head + prompt_ids
         return prompt + target_ids + [self.tokenizer.eos_id], len(prompt)
 
+    def prompt_text(self, record: CorrectionRecord, inputs: list[str] | None = None) -> str:
+        """The text the model reads before its answer, in this builder's format."""
+        task_prompt = get_task(record.task).prompt(record, inputs)
+        if self.format is PromptFormat.plain:
+            return task_prompt + PROMPT_SEPARATOR
+        messages = [{"role": "user", "content": task_prompt}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return self.tokenizer.render_chat(messages, add_generation_prompt=True)
+
     def _prompt_ids(self, record: CorrectionRecord, inputs: list[str]) -> list[int]:
-        return self.tokenizer.encode(
-            get_task(record.task).prompt(record, inputs) + PROMPT_SEPARATOR
-        )
+        return self.tokenizer.encode(self.prompt_text(record, inputs))
 
     def _fits(self, prompt_ids: list[int], target_ids: list[int]) -> bool:
         return len(prompt_ids) + len(target_ids) + self.specials <= self.max_length
@@ -191,8 +236,13 @@ class SampleBuilder:
         target = len(self.tokenizer.encode(get_task(record.task).target(record))) + self.specials
         return len(self._prompt_ids(record, [""])) + target, target
 
+    @property
+    def rendering(self) -> str:
+        """The format and system prompt (part of cache keys)."""
+        return f"{self.format}|{self.system_prompt!r}"
+
     def inference_prompt(self, record: CorrectionRecord, reserve: int) -> list[int]:
-        """``[BOS] + prompt`` ids for generation, shortened like a training sample so that
+        """``[BOS] + prompt`` ids (chat: the template up to the assistant turn) for generation, shortened like a training sample so that
         ``reserve`` new tokens still fit in ``max_length`` (None-safe: never empty)."""
         prompt_ids = self._prompt_ids(record, get_task(record.task).inputs(record))
         placeholder = [0] * max(0, reserve - 1)  # stands for the generated tokens (EOS counted)
@@ -201,12 +251,12 @@ class SampleBuilder:
             prompt_ids = (
                 shortened if shortened is not None else prompt_ids[-(self.max_length - reserve) :]
             )
-        return ([self.tokenizer.bos_id] if self.tokenizer.add_bos else []) + prompt_ids
+        return self.head + prompt_ids
 
     def build(self, records: list[CorrectionRecord], name: str) -> TokenizedDataset:
         """Tokenise ``records`` (one dataset) into a :class:`TokenizedDataset`."""
         stats = SampleStats()
-        prompts = [get_task(r.task).prompt(r) + PROMPT_SEPARATOR for r in records]
+        prompts = [self.prompt_text(r) for r in records]
         targets = [get_task(r.task).target(r) for r in records]
         prompt_ids_all = self.tokenizer.encode_batch(prompts)
         target_ids_all = self.tokenizer.encode_batch(targets)
@@ -237,13 +287,16 @@ class SampleBuilder:
         )
 
 
-def cache_key(record_paths: list[str], tokenizer: TextTokenizer, max_length: int) -> str:
-    """Digest of the record files' bytes, the tokenizer and the settings."""
+def cache_key(
+    record_paths: list[str], tokenizer: TextTokenizer, max_length: int, rendering: str = "plain"
+) -> str:
+    """Digest of the record files' bytes, the tokenizer and the settings (``rendering``: the
+    prompt format and system prompt)."""
     digest = hashlib.sha256()
     for path in record_paths:
         digest.update(str(Path(path).name).encode())
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-    digest.update(f"{tokenizer.fingerprint()}|{max_length}|{FORMAT_VERSION}".encode())
+    digest.update(f"{tokenizer.fingerprint()}|{max_length}|{FORMAT_VERSION}|{rendering}".encode())
     return digest.hexdigest()[:20]

@@ -11,6 +11,7 @@ The embedded default trains a small byte-level BPE tokenizer on its own sample d
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,6 +19,35 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 DEFAULT_SPECIAL_TOKENS = {"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"}
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+"""Where transformers 5 saves a tokenizer's chat template (older folders keep it in
+``tokenizer_config.json``)."""
+
+
+def _chat_template(path: Path, config: dict) -> str | None:
+    """The folder's chat template: ``chat_template.jinja``, else ``tokenizer_config.json``'s
+    ``chat_template`` (a string, or the ``default`` of a list of named templates)."""
+    if (path / CHAT_TEMPLATE_FILE).exists():
+        return (path / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_template(source: str):
+    """A chat template compiled as transformers compiles it (sandboxed, trimmed blocks)."""
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(source)
 
 
 def _token_content(value) -> str | None:
@@ -47,9 +77,11 @@ class TextTokenizer:
         pad_token: str | None = None,
         add_bos: bool = True,
         name: str = "tokenizer",
+        chat_template: str | None = None,
     ):
         self._tok = tokenizer
         self.name = name
+        self.chat_template = chat_template
         self.bos_id = self._id_of(bos_token, "bos_token") if bos_token else None
         self.eos_id = self._id_of(eos_token, "eos_token")
         self.pad_id = self._id_of(pad_token, "pad_token") if pad_token else self.eos_id
@@ -86,6 +118,7 @@ class TextTokenizer:
                         raise ValueError(
                             f"{path / name}:{err.lineno}: malformed JSON ({err.msg})"
                         ) from None
+        template = _chat_template(path, config)
         eos = _token_content(config.get("eos_token"))
         if not eos:
             raise ValueError(
@@ -98,6 +131,7 @@ class TextTokenizer:
             pad_token=_token_content(config.get("pad_token")),
             add_bos=bool(config.get("add_bos_token", config.get("bos_token") is not None)),
             name=str(path),
+            chat_template=template,
         )
 
     def save(self, path: str | os.PathLike) -> None:
@@ -114,6 +148,8 @@ class TextTokenizer:
         }
         with open(path / "tokenizer_config.json", "w", encoding="utf-8") as fh:
             json.dump(config, fh, indent=2)
+        if self.chat_template is not None:
+            (path / CHAT_TEMPLATE_FILE).write_text(self.chat_template, encoding="utf-8")
 
     # -- use ----------------------------------------------------------------------------------
 
@@ -132,9 +168,23 @@ class TextTokenizer:
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        """The chat template applied to ``messages`` (``[{"role": ..., "content": ...}]``), as
+        transformers' ``apply_chat_template`` renders it (sandboxed Jinja, the special tokens as
+        variables)."""
+        if self.chat_template is None:
+            raise ValueError(f"{self.name}: the tokenizer has no chat template")
+        return _compiled_template(self.chat_template).render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.special["bos"] or "",
+            eos_token=self.special["eos"],
+        )
+
     def fingerprint(self) -> str:
-        """Hash of the vocabulary, merges and special tokens (cache keys)."""
+        """Hash of the vocabulary, merges, special tokens and chat template (cache keys)."""
         payload = self._tok.to_str() + json.dumps(self.special, sort_keys=True) + str(self.add_bos)
+        payload += self.chat_template or ""
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 

@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     report.add_argument("--markdown", metavar="FILE", help="also write markdown tables")
     report.add_argument("--png", metavar="FILE", help="also draw a bar chart (needs matplotlib)")
+    report.add_argument(
+        "--routing",
+        metavar="FILE",
+        help="routing.json of the correct stage: add the experts each set chose at inference "
+        "(with --png, also FILE.png's neighbour <png stem>.routing.png)",
+    )
     report.set_defaults(run=run_report)
 
     correct = sub.add_parser(
@@ -162,15 +168,39 @@ def run_report(args) -> None:
     report = build_report(
         records, predictions, normalizer=args.normalizer, missing_as_empty=args.missing_as_empty
     )
+    routing = None
+    if args.routing:
+        from nemo_neko.eval.routing_report import load_routing
+
+        routing = load_routing(args.routing)
     print(render.report_text(report))
+    if routing is not None:
+        from nemo_neko.eval.routing_report import routing_text
+
+        print("\n" + routing_text(routing))
     if args.json:
-        render.write_json(args.json, report.to_dict())
+        figures = report.to_dict()
+        if routing is not None:
+            figures["routing"] = routing.to_dict()
+        render.write_json(args.json, figures)
     if args.markdown:
-        render.write_text(args.markdown, render.report_markdown(report))
+        text = render.report_markdown(report)
+        if routing is not None:
+            from nemo_neko.eval.routing_report import routing_markdown
+
+            text += "\n" + routing_markdown(routing)
+        render.write_text(args.markdown, text)
     if args.png:
         from nemo_neko.eval.chart import write_chart
 
         write_chart(report, args.png)
+        if routing is not None:
+            from pathlib import Path
+
+            from nemo_neko.eval.routing_report import write_heatmap
+
+            png = Path(args.png)
+            write_heatmap(routing, png.with_name(png.stem + ".routing.png"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@
 The model is rebuilt in one process (TP = PP = EP = 1; Megatron's distributed checkpoint
 reshards whatever layout it was trained with) and put in eval mode: routing is plain top-k by
 router probability, with no task knowledge. Prompts are the tasks' own (as in training); each
-record gets at most ``min(max_new_tokens, ratio * tokens of its 1-best/source + 16)`` new tokens.
+record gets at most ``min(max_new_tokens, ratio * tokens of its 1-best/source + extra)`` new tokens.
 
 Predictions are appended to a JSONL file (``{"id", "prediction", "record", "source"}``) batch
 by batch; each line records the checkpoint (name, step, fingerprint) and the generation settings
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from nemo_neko.inference.provenance import (
     record_digest,
     resume,
 )
-from nemo_neko.paths import RunPaths, records_beside
+from nemo_neko.paths import RunPaths, records_beside, routing_beside
 from nemo_neko.tasks import get_task
 
 __all__ = ["check_unique_ids", "correct_records", "done_ids", "load_corrector", "select_records"]
@@ -156,24 +155,44 @@ def correct_records(
         flush=True,
     )
     if not todo:
+        write_prediction_routing(out, records, run)
         return out
     from nemo_neko.inference.generate import KVCacheDecoder
+    from nemo_neko.inference.routing import RoutingCounter
+    from nemo_neko.utils.progress import Progress
 
     model, tokenizer, run = load_corrector(run_dir, checkpoint)
-    decoder = KVCacheDecoder(model, tokenizer.eos_id, tokenizer.pad_id)
-    builder = SampleBuilder(tokenizer, run.data.seq_length)
-    batch = batch_size or run.generate.batch_size
-    start, done = time.perf_counter(), 0
-    with open(out, "a", encoding="utf-8") as fh:
-        for chunk_start in range(0, len(todo), batch * 4):
-            chunk = todo[chunk_start : chunk_start + batch * 4]
-            prompts, limits = [], []
-            for record in chunk:
-                baseline = len(tokenizer.encode(get_task(record.task).baseline(record)))
-                limit = int(run.generate.new_tokens_per_input_token * baseline) + 16
-                limits.append(min(run.generate.max_new_tokens, limit))
-                prompts.append(builder.inference_prompt(record, reserve=limits[-1] + 1))
-            for record, generation in zip(chunk, decoder.generate(prompts, limits, batch)):
+    decoder = KVCacheDecoder(
+        model, tokenizer.eos_id, tokenizer.pad_id, run.generate.no_repeat_ngram_size
+    )
+    builder = SampleBuilder(
+        tokenizer, run.data.seq_length, run.data.prompt_format, run.data.system_prompt
+    )
+    prompts, limits = {}, {}
+    for record in todo:
+        baseline = len(tokenizer.encode(get_task(record.task).baseline(record)))
+        limit = int(run.generate.new_tokens_per_input_token * baseline)
+        limit += run.generate.extra_new_tokens
+        limits[record.id] = min(run.generate.max_new_tokens, limit)
+        prompts[record.id] = builder.inference_prompt(record, reserve=limits[record.id] + 1)
+    todo.sort(key=lambda r: len(prompts[r.id]))  # batches of similar prompts: a short prefill gap
+    chunk_size = (batch_size or run.generate.batch_size) * 2
+    counter = RoutingCounter(model, chunk_size)
+    progress = Progress(
+        len(records), desc="correct", unit="records", done=len(finished), interval=20.0
+    )
+    with counter, open(out, "a", encoding="utf-8") as fh:
+        for chunk_start in range(0, len(todo), chunk_size):
+            chunk = todo[chunk_start : chunk_start + chunk_size]
+            generations = decoder.generate(
+                [prompts[r.id] for r in chunk],
+                [limits[r.id] for r in chunk],
+                batch_size or run.generate.batch_size,
+                labels=list(range(len(chunk))),
+                num_labels=chunk_size,
+            )
+            routed = counter.take(len(chunk)) if counter.layers else [None] * len(chunk)
+            for record, generation, routing in zip(chunk, generations, routed):
                 text = tokenizer.decode(generation.tokens).strip()
                 line = {
                     "id": record.id,
@@ -181,13 +200,39 @@ def correct_records(
                     "record": digests[record.id],
                     "source": source,
                 }
+                if routing is not None:
+                    line["routing"] = routing
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-            done += len(chunk)
-            rate = done / (time.perf_counter() - start)
-            print(
-                f"corrected {len(finished) + done}/{len(records)} records ({rate:.1f} records/s)",
-                flush=True,
-            )
+            progress.update(len(chunk))
+    progress.close()
+    path = write_prediction_routing(out, records, run)
+    if path is not None:
+        print(f"routing of the corrected records' prompts -> {path}", flush=True)
     return out
+
+
+def write_prediction_routing(out: Path, records, run) -> Path | None:
+    """Sum the per-record routing of every line in ``out`` into the routing summary beside it
+    (``X.jsonl`` -> ``X.routing.json``); None for a dense model."""
+    from nemo_neko.inference.routing import routing_figures, write_routing
+
+    if not run.model.num_experts:
+        return None
+
+    dataset_of = {r.id: r.dataset for r in records}
+    lines = []
+    for text in out.read_text(encoding="utf-8").splitlines():
+        item = json.loads(text)
+        if item["id"] in dataset_of and item.get("routing") is not None:
+            lines.append((dataset_of[item["id"]], item["routing"]))
+    routing = run.task_routing()
+    figures = routing_figures(
+        lines,
+        datasets=list(dict.fromkeys(r.dataset for r in records)),
+        layers=[i + 1 for i in range(run.model.num_layers) if run.model.is_moe_layer(i)],
+        experts=run.model.num_experts,
+        training_expert=dict(zip(routing.task_names, routing.task_to_expert)),
+    )
+    return write_routing(routing_beside(out), figures)

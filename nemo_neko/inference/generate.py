@@ -36,26 +36,66 @@ def length_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> Iterato
         yield order[start : start + batch_size]
 
 
+def banned_next_tokens(tokens: Sequence[int], n: int) -> list[int]:
+    """Tokens that would complete an n-gram already in ``tokens`` (after its last n - 1)."""
+    if n <= 0 or len(tokens) < n:
+        return [] if n != 1 else sorted(set(tokens))
+    prefix = tuple(tokens[len(tokens) - n + 1 :])
+    return sorted(
+        {
+            tokens[i + n - 1]
+            for i in range(len(tokens) - n + 1)
+            if tuple(tokens[i : i + n - 1]) == prefix
+        }
+    )
+
+
 class _Decoder:
-    def __init__(self, model, eos_id: int, pad_id: int):
+    def __init__(self, model, eos_id: int, pad_id: int, no_repeat_ngram_size: int = 0):
         self.model = model
         self.eos_id = eos_id
         self.pad_id = pad_id
+        self.no_repeat_ngram_size = no_repeat_ngram_size
         self.device = next(model.parameters()).device
 
     def generate(
-        self, prompts: Sequence[Sequence[int]], max_new_tokens: Sequence[int], batch_size: int = 16
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: Sequence[int],
+        batch_size: int = 16,
+        labels: Sequence[int] | None = None,
+        num_labels: int | None = None,
     ) -> list[Generation]:
-        """Greedy continuations of ``prompts``; row ``i`` stops at EOS or ``max_new_tokens[i]``."""
+        """Greedy continuations of ``prompts``; row ``i`` stops at EOS or ``max_new_tokens[i]``.
+
+        ``labels`` (one per prompt, ``< num_labels``) are put in the task-id scope while each
+        batch's common prompt prefix runs, so that NeKo's routing statistics count the prompts'
+        tokens per label (eval mode: routing itself ignores them; :mod:`.routing`).
+        """
         results: list[Generation | None] = [None] * len(prompts)
         with torch.no_grad():
             for batch in length_batches(prompts, batch_size):
                 outputs = self._generate_batch(
-                    [list(prompts[i]) for i in batch], [max_new_tokens[i] for i in batch]
+                    [list(prompts[i]) for i in batch],
+                    [max_new_tokens[i] for i in batch],
+                    None if labels is None else ([labels[i] for i in batch], num_labels),
                 )
                 for i, out in zip(batch, outputs):
                     results[i] = out
         return results  # type: ignore[return-value]
+
+    def _choose(self, logits_BV: torch.Tensor, generated: list[list[int]]) -> list[int]:
+        """Greedy choice per row; with ``no_repeat_ngram_size = n``, a token that would repeat
+        an n-gram of the row's own generated tokens is never chosen (the prompt does not count:
+        copying a hypothesis stays allowed)."""
+        n = self.no_repeat_ngram_size
+        if n > 0:
+            logits_BV = logits_BV.clone()
+            for r, tokens in enumerate(generated):
+                banned = banned_next_tokens(tokens, n)
+                if banned:
+                    logits_BV[r, banned] = float("-inf")
+        return logits_BV.argmax(dim=-1).tolist()
 
     def _step_logits(self, tokens_BT, positions_BT, start: int, end: int):
         raise NotImplementedError
@@ -63,7 +103,9 @@ class _Decoder:
     def _prepare(self, batch_size: int, total_length: int) -> None:
         pass
 
-    def _generate_batch(self, prompts: list[list[int]], limits: list[int]) -> list[Generation]:
+    def _generate_batch(
+        self, prompts: list[list[int]], limits: list[int], labels=None
+    ) -> list[Generation]:
         rows = len(prompts)
         lengths = [len(p) for p in prompts]
         shortest, total = min(lengths), max(len(p) + n for p, n in zip(prompts, limits))
@@ -76,9 +118,17 @@ class _Decoder:
         finished = [limit == 0 for limit in limits]
         eos = [False] * rows
         self._prepare(rows, total)
-        logits = self._step_logits(tokens, positions, 0, shortest)
+        if labels is None:
+            logits = self._step_logits(tokens, positions, 0, shortest)
+        else:
+            from nemo_neko.moe.task_context import task_routing_scope
+
+            rows_B, count = labels
+            ids_BS = torch.tensor(rows_B, dtype=torch.long).unsqueeze(1).expand(rows, shortest)
+            with task_routing_scope(ids_BS.contiguous(), num_tasks=count):
+                logits = self._step_logits(tokens, positions, 0, shortest)
         for t in range(shortest, total):
-            choice = logits.argmax(dim=-1).tolist()
+            choice = self._choose(logits, generated)
             for r in range(rows):
                 if t < lengths[r]:
                     continue  # still inside its prompt: keep the prompt token

@@ -44,6 +44,8 @@ def prediction_source(checkpoint: Path, run) -> dict:
             "decoding": "greedy",
             "max_new_tokens": generate.max_new_tokens,
             "new_tokens_per_input_token": generate.new_tokens_per_input_token,
+            "extra_new_tokens": generate.extra_new_tokens,
+            "no_repeat_ngram_size": generate.no_repeat_ngram_size,
             "seq_length": run.data.seq_length,
         },
     }

@@ -1,5 +1,7 @@
 """``cluster=local``: run the stages in place, training under torchrun with the configured ranks.
 
+* ``prepare`` (with a ``base.source``): ``python -m nemo_neko.convert prepare --run-dir
+  <run_dir>`` (fetch, import and upcycle the base model once, into the cache);
 * ``train``: ``torchrun --standalone --nproc_per_node N -m nemo_neko.train <run_dir>/config.yaml``
   (resumes from the run's latest checkpoint by itself); with ``cluster.nnodes > 1`` torchrun
   meets the other nodes at ``cluster.master_addr:master_port`` as node ``cluster.node_rank``;
@@ -47,6 +49,7 @@ def stage_commands(run, run_dir: Path, python: str = sys.executable) -> dict[str
     """
     paths = RunPaths(run_dir)
     return {
+        "prepare": [python, "-m", "nemo_neko.convert", "prepare", "--run-dir", str(run_dir)],
         "train": [python, "-m", "nemo_neko.train", str(paths.config)],
         "correct": [python, "-m", "nemo_neko.eval", "correct", "--run-dir", str(run_dir)],
         "report": [
@@ -63,7 +66,8 @@ def stage_commands(run, run_dir: Path, python: str = sys.executable) -> dict[str
             str(paths.report("md")),
             "--png",
             str(paths.report("png")),
-        ],
+        ]
+        + (["--routing", str(paths.routing)] if run.model.num_experts else []),
     }
 
 
@@ -90,7 +94,7 @@ def commands(run, run_dir: Path) -> list[tuple[str, list[str]]]:
     """``(stage, command)`` in the order this node runs them."""
     per_process = stage_commands(run, run_dir)
     out = []
-    for stage in run.stages:
+    for stage in run.active_stages():
         if stage == "train":
             out.append((stage, torchrun(run.cluster) + per_process["train"][1:]))
         elif run.cluster.node_rank == 0:

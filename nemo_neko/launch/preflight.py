@@ -3,6 +3,8 @@
 :func:`check_inputs` looks at every path of the config the run's stages need, and at the run's
 own files, so that a mistake is one line before torchrun starts or Slurm allocates anything:
 
+* ``train`` with a ``base.source``: a registered name or an existing file/folder (``prepare``
+  fetches and converts it), or, without ``prepare``, the run's ``base.json``;
 * ``train``: each record file of ``data.train`` and ``data.test`` exists and its first record is
   valid (a dataset file that was never imported fails here); ``data.tokenizer.path`` is a
   Hugging Face tokenizer folder (unless the run already has its tokenizer); ``train.init_from``
@@ -105,6 +107,16 @@ def check_inputs(run, run_dir: str | os.PathLike) -> None:
             for path in spec.paths:
                 where = f"{group} dataset {spec.name!r}"
                 check_record_file(path, where, cluster, data.skip_invalid)
+    if run.base.source is not None and "train" in stages:
+        from nemo_neko.convert.base_models import check_source
+
+        if "prepare" in stages:
+            check_source(run.base.source)  # registered or on disk; fetched by the stage itself
+        elif paths.prepared_base() is None and not run.train.init_from:
+            raise FileNotFoundError(
+                f"{paths.base}: base.source={run.base.source} was never prepared (stages=[{listed}] "
+                f"without prepare; add it: stages=[prepare,{listed}])"
+            )
     has_tokenizer = (paths.tokenizer / "tokenizer.json").exists()
     if "train" in stages and data.tokenizer.path and not has_tokenizer:
         check_tokenizer(data.tokenizer.path, cluster)

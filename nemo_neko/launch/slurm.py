@@ -157,7 +157,7 @@ def render(run, run_dir: Path, workdir: Path | None = None) -> str:
     )
     commands = stage_commands(run, run_dir, python)
     single = ["--nodes=1", "--ntasks=1"]
-    for stage in run.stages:
+    for stage in run.active_stages():
         lines.append("")
         if stage == "train":
             lines.append(f"# train: {world}; resumes from {run_dir / 'checkpoints'}/latest")

@@ -66,13 +66,36 @@ class GroupedSequentialMLP(SequentialMLP):
             return super().forward(hidden_NH, tokens_per_expert, permuted_probs)
         counts_L = torch.as_tensor(tokens_per_expert, device=hidden_NH.device)
         offsets_L = counts_L.cumsum(0).to(torch.int32)
-        fc1_LHF = torch.stack([e.linear_fc1.weight for e in self.local_experts]).transpose(1, 2)
-        fc2_LFH = torch.stack([e.linear_fc2.weight for e in self.local_experts]).transpose(1, 2)
+        fc1_LHF, fc2_LFH = self._stacked_weights()
         inter_NF = F.grouped_mm(hidden_NH, fc1_LHF, offs=offsets_L)
         inter_NF = self._activation(inter_NF)
         dtype = inter_NF.dtype
         inter_NF = (inter_NF * permuted_probs.unsqueeze(-1)).to(dtype)
         return F.grouped_mm(inter_NF, fc2_LFH, offs=offsets_L), None
+
+    def _stacked_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The experts' weights as ``[L, H, F]`` and ``[L, F, H]`` views for grouped GEMMs.
+
+        With gradients to compute they are stacked every forward (autograd hands each expert
+        its gradient). Without (eval mode, generation, frozen experts), the stacks are kept
+        until a weight changes (its storage or its in-place version counter), so that a decode
+        step, which routes a handful of tokens, does not copy every expert's weights again.
+        """
+        weights = [(e.linear_fc1.weight, e.linear_fc2.weight) for e in self.local_experts]
+        needs_grad = torch.is_grad_enabled() and any(
+            w.requires_grad for pair in weights for w in pair
+        )
+        if not needs_grad:
+            key = tuple((w.data_ptr(), w._version) for pair in weights for w in pair)
+            cached = getattr(self, "_stacked_cache", None)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        with torch.set_grad_enabled(needs_grad):
+            fc1_LHF = torch.stack([fc1 for fc1, _ in weights]).transpose(1, 2)
+            fc2_LFH = torch.stack([fc2 for _, fc2 in weights]).transpose(1, 2)
+        if not needs_grad:
+            self._stacked_cache = (key, (fc1_LHF, fc2_LFH))
+        return fc1_LHF, fc2_LFH
 
     def _activation(self, x: torch.Tensor) -> torch.Tensor:
         """Megatron's unfused (gated) activation, as ``MLP.forward`` computes it."""

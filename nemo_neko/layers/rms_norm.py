@@ -37,5 +37,5 @@ class RMSNorm(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gain = self.weight.float() + 1.0 if self.zero_centered_gamma else self.weight.float()
-        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
-        return (normed * gain).to(x.dtype)
+        normed = torch.nn.functional.rms_norm(x.float(), (self.hidden_size,), gain, self.eps)
+        return normed.to(x.dtype)

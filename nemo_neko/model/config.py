@@ -154,6 +154,9 @@ class ModelConfig:
     moe_router_topk: int = 2
     moe_layer_freq: int = 1
     """An MoE layer every N layers (1 = all layers)."""
+    moe_layers: list[int] | None = None
+    """The 0-based layers that are MoE layers, the others dense (a partly upcycled model);
+    None = every ``moe_layer_freq``-th layer."""
     moe_shared_expert_intermediate_size: int | None = None
     """Shared expert intermediate size (Qwen-MoE); None = no shared expert."""
     moe_shared_expert_gate: bool = False
@@ -201,6 +204,14 @@ class ModelConfig:
     """Default parallel layout for this model size."""
 
     def __post_init__(self) -> None:
+        if self.moe_layers is not None:
+            layers = list(self.moe_layers)
+            outside = [i for i in layers if not 0 <= i < self.num_layers]
+            if outside or len(set(layers)) != len(layers) or not layers:
+                raise ValueError(
+                    f"model.moe_layers={layers} must be distinct layers in [0, {self.num_layers})"
+                )
+            self.moe_layers = sorted(layers)
         for name, choices in _CHOICES.items():
             value = getattr(self, name)
             if value is not None and not isinstance(value, choices):
@@ -236,7 +247,17 @@ class ModelConfig:
         return int(math.ceil(vocab / multiple) * multiple)
 
     def is_moe_layer(self, index: int) -> bool:
-        return self.num_experts > 0 and index % self.moe_layer_freq == 0
+        if not self.num_experts:
+            return False
+        if self.moe_layers is not None:
+            return index in self.moe_layers
+        return index % self.moe_layer_freq == 0
+
+    def moe_layer_pattern(self) -> int | list[int]:
+        """Megatron's ``moe_layer_freq``: the frequency, or a 0/1 entry per layer."""
+        if self.moe_layers is None:
+            return self.moe_layer_freq
+        return [int(self.is_moe_layer(i)) for i in range(self.num_layers)]
 
     def num_params(
         self, tokenizer_vocab: int | None = None, padded: bool = False

@@ -47,13 +47,18 @@ def initialize_parallel(
     if not dist.is_initialized():
         rank = int(os.environ.get("RANK", "0"))
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size == 1 and "MASTER_PORT" not in os.environ:
-            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29500")
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend or default_backend(), rank=rank, world_size=world_size)
+        if world_size == 1 and "MASTER_PORT" not in os.environ:
+            # one process without a launcher: an in-process store, no TCP port (a port picked
+            # free can be taken before the store binds it: EADDRINUSE)
+            dist.init_process_group(
+                backend or default_backend(), store=dist.HashStore(), rank=0, world_size=1
+            )
+        else:
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", "29500")
+            dist.init_process_group(backend or default_backend(), rank=rank, world_size=world_size)
     layout.check(dist.get_world_size(), num_experts=num_experts, num_layers=num_layers)
 
     apply_cpu_shims()

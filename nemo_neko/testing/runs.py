@@ -12,6 +12,7 @@ from nemo_neko.data.sample_data import sample_paths
 __all__ = ["CONF_DIR", "MICRO_OVERRIDES", "compose_run", "write_micro_data", "write_micro_run"]
 
 MICRO_OVERRIDES = [
+    "model=tiny",
     "model.num_layers=2",
     "model.hidden_size=64",
     "model.num_attention_heads=4",

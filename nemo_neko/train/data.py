@@ -26,8 +26,11 @@ def prepare_tokenizer(run, run_dir: str | Path) -> TextTokenizer:
     """The run's tokenizer (created by rank 0 on the first call; collective)."""
     target = RunPaths(run_dir).tokenizer
     if _rank() == 0 and not (target / "tokenizer.json").exists():
-        if run.data.tokenizer.path:
-            TextTokenizer.from_dir(run.data.tokenizer.path).save(target)
+        source = run.data.tokenizer.path or (RunPaths(run_dir).prepared_base() or {}).get(
+            "tokenizer"
+        )
+        if source:
+            TextTokenizer.from_dir(source).save(target)
         else:
             report = ReadReport()
             records = read_records(
@@ -56,6 +59,8 @@ def mixture_config(run, specs, epochs: int) -> MixtureConfig:
         seq_length=run.data.seq_length,
         max_sample_length=run.data.max_sample_length,
         pack_window=run.data.pack_window,
+        prompt_format=run.data.prompt_format,
+        system_prompt=run.data.system_prompt,
     )
 
 

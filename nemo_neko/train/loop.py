@@ -31,6 +31,7 @@ from nemo_neko.moe.config import TaskRoutingConfig
 from nemo_neko.moe.stats import forced_share
 from nemo_neko.parallel.context import ParallelContext
 from nemo_neko.paths import RunPaths, checkpoint_name
+from nemo_neko.train.freeze import freeze_parameters
 from nemo_neko.train.logger import TrainingLogger
 from nemo_neko.train.optim import BatchPlan, build_optimizer, plan_batches, wrap_ddp
 
@@ -57,6 +58,8 @@ class Trainer:
     model: NeKoModel
     chunks: list
     """The model chunks wrapped in Megatron's DDP (one per virtual pipeline stage)."""
+    parameters: dict[str, int]
+    """Frozen and trainable parameter elements on this rank (:mod:`nemo_neko.train.freeze`)."""
     plan: BatchPlan
     mixture: PackedMixture
     schedule: BatchSchedule
@@ -96,6 +99,7 @@ class Trainer:
             tokenizer_vocab=self.tokenizer.vocab_size,
             max_sequence_length=run.data.seq_length,
         )
+        self.parameters = freeze_parameters(self.model.chunks, run.train)
         self.chunks = wrap_ddp(
             self.model.config, self.model.chunks, run.train.use_distributed_optimizer
         )
@@ -166,8 +170,11 @@ class Trainer:
         self.checkpointer.clean_incomplete()
         latest = self.checkpointer.latest()
         if latest is None:
-            if self.run.train.init_from:
-                source = Checkpointer(self.run.train.init_from).resolve_model_path()
+            init_from = self.run.train.init_from or (self.paths.prepared_base() or {}).get(
+                "checkpoint"
+            )
+            if init_from:
+                source = Checkpointer(init_from).resolve_model_path()
                 self.checkpointer.load(
                     source, self.chunks, optimizer=None, trainer_state_required=False
                 )
@@ -344,6 +351,12 @@ class Trainer:
             f"sequences x {self.run.data.seq_length} tokens ({self.plan.micro_batches_per_step} micro-batches "
             f"of {self.plan.micro_batch_size} per rank), {len(self.mixture)} sequences over {self.run.train.epochs} epochs"
         )
+        if self.parameters["frozen"]:
+            total = self.parameters["frozen"] + self.parameters["trainable"]
+            self.logger.note(
+                f"trainable parameters on this rank: {self.parameters['trainable']:,} of {total:,} "
+                f"({self.parameters['frozen']:,} frozen)"
+            )
         last = {}
         self.logger.start(self.step)
         while self.step < self.total_steps:

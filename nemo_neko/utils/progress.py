@@ -104,9 +104,11 @@ class Progress:
         """``"desc: 320/700 records (45.7%), 8.9 records/s, ETA 0m43s"`` (+ any postfix)."""
         share = f" ({self.done / self.total:.1%})" if self.total else ""
         eta = self.eta
+        unit = "" if self.unit == "B" else f" {self.unit}"  # byte amounts carry their unit
+        rate = self._amount(self.rate) if self.unit == "B" else f"{self.rate:.3g}{unit}"
         parts = [
-            f"{self.desc}: {self._amount(self.done)}/{self._amount(self.total)} {self.unit}{share}",
-            f"{self._amount(self.rate) if self.unit == 'B' else f'{self.rate:.3g}'} {self.unit}/s",
+            f"{self.desc}: {self._amount(self.done)}/{self._amount(self.total)}{unit}{share}",
+            f"{rate}/s",
             f"ETA {format_duration(eta)}" if eta is not None and self.done < self.total else "",
             self._postfix,
         ]

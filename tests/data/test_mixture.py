@@ -11,7 +11,7 @@ from nemo_neko.data.mixture import (
     epoch_samples,
     tokenize_dataset,
 )
-from nemo_neko.data.records import CorrectionRecord, write_records
+from nemo_neko.data.records import CorrectionRecord, read_records, write_records
 from nemo_neko.data.sample_data import DOMAINS, sample_paths
 from nemo_neko.data.tokenizer import train_bpe_tokenizer
 
@@ -173,3 +173,22 @@ def test_sample_data_packs_at_97_percent_at_2048():
         datasets=[DatasetSpec(d, [p]) for d, p in zip(DOMAINS, records)], epochs=1, seq_length=2048
     )
     assert PackedMixture.build(cfg, tokenizer).efficiency() >= 0.97
+
+
+def test_the_first_batches_are_a_fair_draw_of_lengths_not_the_longest_samples():
+    """Packing fills bins longest first; the epoch's sequences are shuffled afterwards, so a short
+    run (the embedded default reads a few percent of an epoch) sees every length and dataset."""
+    cfg = MixtureConfig(
+        datasets=[DatasetSpec(d, sample_paths("train", (d,))) for d in DOMAINS],
+        seq_length=512,
+        epochs=1,
+    )
+    tokenizer = train_bpe_tokenizer(
+        [r.reference for p in cfg.datasets for r in read_records(p.paths)[:200]], vocab_size=2000
+    )
+    mixture = PackedMixture.build(cfg, tokenizer)
+    lengths = np.concatenate([d.lengths for d in mixture.datasets])
+    first = np.concatenate(mixture.sequences[:100])  # the first 100 sequences, ~3 % of the epoch
+    first_lengths = np.array([mixture.datasets[d].lengths[i] for d, i in first])
+    assert abs(np.median(first_lengths) - np.median(lengths)) < 0.25 * np.median(lengths)
+    assert set(first[:, 0].tolist()) == set(range(len(DOMAINS)))

@@ -174,7 +174,7 @@ def test_a_damaged_latest_is_one_line_naming_the_checkpoint(run_dir, how):
 def test_the_launcher_and_the_trainer_refuse_a_damaged_latest_before_starting(run_dir):
     expected = damage(run_dir, "missing target")
     launch = subprocess.run(
-        [sys.executable, "launch/run.py", f"run_dir={run_dir}", "dry_run=true"],
+        [sys.executable, "launch/run.py", "model=tiny", f"run_dir={run_dir}", "dry_run=true"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -86,6 +86,15 @@ def test_correct_writes_predictions_and_a_rerun_finishes_a_killed_one(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "correcting 7 records (5 already done) with step_00000002" in second.stdout
     assert read_predictions(out) == complete
+    # the prompts' routing, both parts of the run together: every prompt token of every layer
+    # went to top_k experts, counted under its own dataset
+    routing = json.loads((run_dir / "predictions.routing.json").read_text())
+    assert routing["datasets"] == ["atis", "td3"] and routing["records"] == {"atis": 6, "td3": 6}
+    top_k = 2
+    for table in routing["counts"].values():
+        assert len(table) == 2 and all(len(row) == routing["experts"] for row in table)
+        assert all(sum(row) > 0 and sum(row) % top_k == 0 for row in table)
+    assert len({sum(map(sum, table)) for table in routing["counts"].values()}) == 1
     report = subprocess.run(
         [
             sys.executable,
@@ -95,6 +104,8 @@ def test_correct_writes_predictions_and_a_rerun_finishes_a_killed_one(tmp_path):
             str(run_dir / "predictions.records.jsonl.gz"),
             "--predictions",
             str(out),
+            "--routing",
+            str(run_dir / "predictions.routing.json"),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -103,6 +114,7 @@ def test_correct_writes_predictions_and_a_rerun_finishes_a_killed_one(tmp_path):
     )
     assert report.returncode == 0, report.stderr
     assert "atis" in report.stdout and "td3" in report.stdout
+    assert "routing at inference" in report.stdout and "6 records per held-out set" in report.stdout
 
 
 def test_select_records_takes_the_first_n_of_each_dataset():

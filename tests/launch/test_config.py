@@ -24,7 +24,9 @@ def compose_config(overrides=()):
 def test_defaults_compose_into_the_embedded_default():
     run = to_run_config(compose_config())
     assert (
-        run.model.name == "tiny"
+        run.model.name == "smollm2-8x"
+        and run.base.source == "smollm2-135m-instruct"
+        and run.data.prompt_format == "chat"
         and run.data.name == "hyporadise_sample"
         and run.cluster.kind == "local"
     )
@@ -44,7 +46,15 @@ def test_defaults_compose_into_the_embedded_default():
         and run.train.warmup_fraction == 0.1
         and run.train.clip_grad == 1.0
     )
-    assert run.stages == ["train", "correct", "report"]
+    assert run.stages == ["prepare", "train", "correct", "report"]
+    # the pretrained model is upcycled in its top layers only, and only they train
+    moe = [i for i in range(run.model.num_layers) if run.model.is_moe_layer(i)]
+    assert moe == list(range(run.train.freeze_layers_below, run.model.num_layers))
+    assert run.train.freeze_embeddings
+    # tiny stays, from scratch: no base model, so no prepare stage
+    tiny = to_run_config(compose_config(["model=tiny"]))
+    assert tiny.model.name == "tiny" and tiny.base.source is None
+    assert tiny.active_stages() == ["train", "correct", "report"]
 
 
 def test_unknown_keys_and_wrong_types_are_rejected():
@@ -54,7 +64,7 @@ def test_unknown_keys_and_wrong_types_are_rejected():
         to_run_config(compose_config(["model.num_layers=many"]))
     with pytest.raises(ConfigCompositionException, match=r"stages=\[train,deploy\]") as error:
         to_run_config(compose_config(["stages=[train,deploy]"]))
-    assert "Invalid value 'deploy', expected one of [train, correct, report]" in str(
+    assert "Invalid value 'deploy', expected one of [prepare, train, correct, report]" in str(
         error.value.__cause__
     )
 
@@ -69,7 +79,13 @@ def test_saved_config_reloads_identically(tmp_path):
 
 def test_dry_run_prints_layout_and_parameter_counts(tmp_path):
     out = subprocess.run(
-        [sys.executable, "launch/run.py", "dry_run=true", f"run_dir={tmp_path / 'run'}"],
+        [
+            sys.executable,
+            "launch/run.py",
+            "model=tiny",
+            "dry_run=true",
+            f"run_dir={tmp_path / 'run'}",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

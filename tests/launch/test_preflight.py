@@ -86,7 +86,7 @@ def test_misspelt_key_in_either_form(tmp_path, form):
 
 def test_layout_and_value_errors_are_one_line(tmp_path):
     assert one_line(tmp_path, "dry_run=true", "model.parallel.tensor=3").startswith(
-        "error: model tiny's layout does not fit cluster local (1 node(s) x 1 processes = 1): "
+        "error: model smollm2-8x's layout does not fit cluster local (1 node(s) x 1 processes = 1): "
         "world size 1 is not divisible by TP x PP x CP = 3 x 1 x 1 = 3"
     )
     assert one_line(tmp_path, "train.warmup_fraction=2") == (

@@ -206,7 +206,7 @@ def test_a_submission_slurm_rejects_is_a_clear_error(slurm, tmp_path):
     )
     assert done.returncode != 0
     assert re.search(
-        r"SlurmError: sbatch rejected \S+run\.sbatch \(exit 1\): .*invalid partition",
+        r"^error: sbatch rejected \S+run\.sbatch \(exit 1\): .*invalid partition",
         done.stderr,
-        flags=re.I,
+        flags=re.I | re.M,
     ), done.stderr

@@ -127,12 +127,18 @@ def _train_process(config: Path, log: Path) -> subprocess.Popen:
     )
 
 
+def _finish(proc: subprocess.Popen, log: Path) -> None:
+    """Waits for a training process; a failure shows the end of its log."""
+    code = proc.wait(timeout=600)
+    assert code == 0, f"training exited {code}; {log}:\n" + log.read_text()[-4000:]
+
+
 @pytest.mark.slow
 def test_sigkill_and_restart_reproduces_the_uninterrupted_losses(tmp_path):
     overrides = ["train.epochs=2", "train.save_interval=3", "train.lr=3e-3"]
     straight = tmp_path / "straight"
     config = write_micro_run(straight, overrides, data_root=tmp_path / "data")
-    assert _train_process(config, tmp_path / "straight.log").wait(timeout=600) == 0
+    _finish(_train_process(config, tmp_path / "straight.log"), tmp_path / "straight.log")
     expected = metrics(straight)
     assert max(expected) >= 8
 
@@ -148,7 +154,7 @@ def test_sigkill_and_restart_reproduces_the_uninterrupted_losses(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert max(metrics(killed)) < max(expected), "the run must be killed before its end"
-    assert _train_process(config, tmp_path / "resumed.log").wait(timeout=600) == 0
+    _finish(_train_process(config, tmp_path / "resumed.log"), tmp_path / "resumed.log")
     assert "resumed from" in (tmp_path / "resumed.log").read_text()
     resumed = metrics(killed)
     assert sorted(resumed) == sorted(expected)

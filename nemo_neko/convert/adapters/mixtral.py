@@ -46,6 +46,7 @@ class MixtralAdapter(StateDictAdapter):
         return (
             model.num_experts > 0
             and model.moe_layer_freq == 1
+            and model.moe_layers is None
             and not model.moe_shared_expert_intermediate_size
             and not model.moe_router_pre_softmax
             and not model.add_qkv_bias
@@ -84,6 +85,7 @@ class GemmaMoeAsMixtralAdapter(MixtralAdapter):
         return (
             model.num_experts > 0
             and model.moe_layer_freq == 1
+            and model.moe_layers is None
             and not model.moe_shared_expert_intermediate_size
             and not model.moe_router_pre_softmax
             and not model.add_qkv_bias

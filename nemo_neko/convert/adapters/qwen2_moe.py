@@ -62,6 +62,7 @@ class Qwen2MoeAdapter(StateDictAdapter):
         return (
             model.num_experts > 0
             and model.moe_layer_freq == 1
+            and model.moe_layers is None
             and bool(model.moe_shared_expert_intermediate_size)
             and model.moe_shared_expert_gate
             and model.add_qkv_bias
