@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -94,12 +93,10 @@ def main(argv=None) -> dict:
     from nemo_neko.moe import TaskRoutingConfig, task_routing_scope
     from nemo_neko.moe.spec import neko_moe_spec, resolve_use_te
     from nemo_neko.parallel import ParallelLayout, destroy_parallel, initialize_parallel
-    from nemo_neko.testing.distributed import free_port
     from nemo_neko.testing.models import tiny_moe_config
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is visible")
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
     initialize_parallel(ParallelLayout(), num_experts=args.experts)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
