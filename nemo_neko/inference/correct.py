@@ -176,7 +176,8 @@ def correct_records(
         limits[record.id] = min(run.generate.max_new_tokens, limit)
         prompts[record.id] = builder.inference_prompt(record, reserve=limits[record.id] + 1)
     todo.sort(key=lambda r: len(prompts[r.id]))  # batches of similar prompts: a short prefill gap
-    chunk_size = (batch_size or run.generate.batch_size) * 2
+    batch = batch_size or run.generate.batch_size
+    chunk_size = batch * 2
     counter = RoutingCounter(model, chunk_size)
     progress = Progress(
         len(records), desc="correct", unit="records", done=len(finished), interval=20.0
@@ -187,7 +188,7 @@ def correct_records(
             generations = decoder.generate(
                 [prompts[r.id] for r in chunk],
                 [limits[r.id] for r in chunk],
-                batch_size or run.generate.batch_size,
+                batch,
                 labels=list(range(len(chunk))),
                 num_labels=chunk_size,
             )
