@@ -42,7 +42,12 @@ def describe(run) -> str:
     dp = layout.data_parallel_size(world)
     train = run.train
     plan = plan_batches(train.global_batch_tokens, run.data.seq_length, train.micro_batch_size, dp)
-    source = tokenizer.path or f"a byte-level BPE of {tokenizer.train_vocab_size} trained on data"
+    if tokenizer.path:
+        source = tokenizer.path
+    elif run.base.source:
+        source = f"{run.base.source}'s own (the prepare stage imports it with the weights)"
+    else:
+        source = f"a byte-level BPE of {tokenizer.train_vocab_size} trained on data"
     lines = [
         f"model {model.name}: {counts['total'] / 1e9:.3f}B parameters total, {counts['active'] / 1e9:.3f}B active per token "
         f"({counts['total']:,} / {counts['active']:,}; vocabulary {vocab}, {padded:,} with Megatron's padded vocabulary)",
@@ -55,7 +60,7 @@ def describe(run) -> str:
         f"{len(run.data.test)} held-out sets; tokenizer {source}",
         f"stages: {', '.join(run.stages)}; run dir {run.run_dir}; cluster {cluster.name} ({cluster.kind})",
     ]
-    if model.vocab_size and not tokenizer.path:
+    if model.vocab_size and not tokenizer.path and not run.base.source:
         lines.append(
             f"note: {model.name} has the published vocabulary ({model.vocab_size}) but no tokenizer: to "
             f"fine-tune the published weights set data.tokenizer.path=<Hugging Face model folder> "

@@ -97,6 +97,16 @@ def test_dry_run_prints_layout_and_parameter_counts(tmp_path):
     assert not (tmp_path / "run").exists(), "a dry run writes nothing"
 
 
+def test_dry_run_of_the_default_names_the_base_models_tokenizer():
+    """The default fine-tunes SmolLM2: its tokenizer comes with the weights, not trained on data."""
+    from nemo_neko.launch import describe
+
+    run = to_run_config(compose_config([]))
+    text = describe(run)
+    assert "tokenizer smollm2-135m-instruct's own" in text, text
+    assert "but no tokenizer" not in text, text
+
+
 def _leaves(node, prefix=()):
     """``(key path, value)`` of every scalar or list in a YAML mapping."""
     for key, value in node.items():
