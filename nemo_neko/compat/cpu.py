@@ -17,7 +17,12 @@ Megatron-Core assumes a GPU in a few places that do not matter for the maths:
   counts live on a GPU (``maybe_move_tensor_to_cpu`` leaves CPU tensors alone, and gloo's
   ``all_to_all_single`` rejects tensors as split sizes);
 * gradient clipping's fallbacks for apex's multi-tensor kernels (one Python call per tensor):
-  replaced by PyTorch's ``_foreach`` ops, which compute the same norms and scales in a few calls.
+  replaced by PyTorch's ``_foreach`` ops, which compute the same norms and scales in a few calls;
+* activation recomputation (``CheckpointFunction``), which saves and restores the CUDA
+  generator's state next to the CPU one: without CUDA there is none to save;
+* gathers and reduce-scatters of uneven pieces along the first dimension (the all-to-all
+  dispatcher with expert tensor parallelism): gloo's ``all_gather`` needs equal sizes, so the
+  pieces are padded to the largest and cut back (same values, a little more traffic).
 
 :func:`apply_cpu_shims` installs stand-ins for the first two; it is a no-op when CUDA is
 available and is never run at import time (``nemo_neko.parallel.initialize_parallel`` calls it).
@@ -242,6 +247,76 @@ def _use_foreach_clipping() -> None:
         clip.multi_tensor_scale_impl = _foreach_scale
 
 
+def _no_cuda_rng_state(*args, **kwargs) -> None:
+    """Stand-in for ``tensor_parallel.random._get_cuda_rng_state`` without CUDA: no state."""
+    return None
+
+
+def _skip_cuda_rng_state(new_state=None, *args, **kwargs) -> None:
+    """Stand-in for ``tensor_parallel.random._set_cuda_rng_state`` without CUDA: nothing to set
+    (the CPU generator and the CPU tracker are restored by Megatron's own code around it)."""
+
+
+def _recompute_without_cuda_rng() -> None:
+    """Activation recomputation (``CheckpointFunction``) saves and restores the CUDA generator's
+    state with the CPU one; without CUDA there is only the CPU one."""
+    from nemo_neko.compat.megatron import megatron_random_module
+
+    random = megatron_random_module()
+    random._get_cuda_rng_state = _no_cuda_rng_state
+    random._set_cuda_rng_state = _skip_cuda_rng_state
+
+
+def _uneven_gather(original):
+    """``_gather_along_first_dim`` for gloo, whose ``all_gather`` wants equal sizes: uneven
+    pieces (``output_split_sizes``, e.g. the all-to-all dispatcher's expert-TP gather) are
+    padded to the largest, gathered, and cut back."""
+
+    def gather(input_, group, output_split_sizes=None, use_global_buffer=False):
+        if output_split_sizes is None or group.size() == 1:
+            return original(input_, group, output_split_sizes, use_global_buffer)
+        sizes = [int(n) for n in output_split_sizes]
+        longest = max(sizes)
+        padded = input_.new_zeros((longest, *input_.shape[1:]))
+        padded[: input_.shape[0]] = input_
+        pieces = [torch.empty_like(padded) for _ in sizes]
+        torch.distributed.all_gather(pieces, padded.contiguous(), group=group)
+        return torch.cat([piece[:n] for piece, n in zip(pieces, sizes)], dim=0)
+
+    return gather
+
+
+def _uneven_reduce_scatter(original):
+    """``_reduce_scatter_along_first_dim`` for gloo with uneven ``input_split_sizes``: each
+    piece padded to the largest, reduce-scattered as equal pieces, this rank's cut back."""
+
+    def reduce_scatter(input_, group, input_split_sizes=None, use_global_buffer=False):
+        if input_split_sizes is None or group.size() == 1:
+            return original(input_, group, input_split_sizes, use_global_buffer)
+        sizes = [int(n) for n in input_split_sizes]
+        longest = max(sizes)
+        stacked = input_.new_zeros((len(sizes) * longest, *input_.shape[1:]))
+        for i, piece in enumerate(torch.split(input_, sizes, dim=0)):
+            stacked[i * longest : i * longest + sizes[i]] = piece
+        output = input_.new_empty((longest, *input_.shape[1:]))
+        torch.distributed.reduce_scatter_tensor(output, stacked, group=group)
+        return output[: sizes[group.rank()]].contiguous()
+
+    return reduce_scatter
+
+
+def _gloo_uneven_collectives() -> None:
+    from nemo_neko.compat.megatron import megatron_mappings_module
+
+    mappings = megatron_mappings_module()
+    if not getattr(mappings._gather_along_first_dim, "nemo_neko_shim", False):
+        gather = _uneven_gather(mappings._gather_along_first_dim)
+        reduce_scatter = _uneven_reduce_scatter(mappings._reduce_scatter_along_first_dim)
+        gather.nemo_neko_shim = reduce_scatter.nemo_neko_shim = True
+        mappings._gather_along_first_dim = gather
+        mappings._reduce_scatter_along_first_dim = reduce_scatter
+
+
 def apply_cpu_shims() -> bool:
     """Install the CPU stand-ins when CUDA is absent. Returns True when they are in place.
 
@@ -259,6 +334,8 @@ def apply_cpu_shims() -> bool:
         torch.cuda.synchronize = _synchronize
         _patch_device_requests()
         _use_foreach_clipping()
+        _recompute_without_cuda_rng()
+        _gloo_uneven_collectives()
         _APPLIED = True
 
     from nemo_neko.compat.megatron import install_rng_tracker, installed_rng_tracker

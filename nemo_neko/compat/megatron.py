@@ -23,6 +23,7 @@ by :func:`nemo_neko.parallel.initialize_parallel`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -121,6 +122,8 @@ PRIVATE_NAMES: tuple[MegatronName, ...] = (
     MegatronName(_ROUTER, "_apply_aux_loss", "class", "TaskGuidedRouter aux-loss map"),
     MegatronName(_ROUTER, "_apply_seq_aux_loss", "class", "TaskGuidedRouter aux-loss map"),
     MegatronName(_ROUTER, "_apply_global_aux_loss", "class", "TaskGuidedRouter aux-loss map"),
+    MegatronName(_ROUTER, "attach_and_log_load_balancing_loss", "class", "TaskGuidedRouter aux-loss scale under SP/CP"),
+    MegatronName(_ROUTER, "tp_cp_group", "instance", "TaskGuidedRouter aux-loss scale under SP/CP"),
     MegatronName("megatron.core.transformer.moe.router_replay:RouterReplay", "get_replay_topk", "class", "the selection hook's protocol"),
     # the all-to-all dispatcher's state (moe/dispatchers.py)
     MegatronName(_A2A, "_maybe_dtoh_and_synchronize", "class", "host split sizes on CPU"),
@@ -137,6 +140,16 @@ PRIVATE_NAMES: tuple[MegatronName, ...] = (
     # the CPU shims' multi-tensor fallbacks
     MegatronName("megatron.core.optimizer.clip_grads", "l2_norm_impl", "module", "CPU foreach clipping"),
     MegatronName("megatron.core.optimizer.clip_grads", "multi_tensor_scale_impl", "module", "CPU foreach clipping"),
+    # the distributed optimizer's reshardable load without apex / TE (optimizer_loading_template)
+    MegatronName("megatron.core.optimizer.distrib_optimizer", "HAVE_APEX_OR_TE", "module", "optimizer_loading_template"),
+    MegatronName("megatron.core.optimizer.distrib_optimizer:DistributedOptimizer", "_set_main_param_and_optimizer_states", "class", "optimizer_loading_template"),
+    MegatronName("megatron.core.optimizer.distrib_optimizer:DistributedOptimizer", "model_param_group_index_map", "instance", "optimizer_loading_template"),
+    # the CPU shims: recomputation's CUDA RNG state
+    MegatronName("megatron.core.tensor_parallel.random", "_get_cuda_rng_state", "module", "CPU recomputation"),
+    MegatronName("megatron.core.tensor_parallel.random", "_set_cuda_rng_state", "module", "CPU recomputation"),
+    # the CPU shims: gloo's all_gather / reduce_scatter with uneven pieces
+    MegatronName("megatron.core.tensor_parallel.mappings", "_gather_along_first_dim", "module", "CPU uneven gather"),
+    MegatronName("megatron.core.tensor_parallel.mappings", "_reduce_scatter_along_first_dim", "module", "CPU uneven reduce-scatter"),
     # auxiliary-loss logging
     MegatronName("megatron.core.transformer.moe.moe_utils", "get_moe_layer_wise_logging_tracker", "module", "local_aux_loss_values", "<0.17"),
     MegatronName("megatron.core.transformer.moe.moe_utils", "clear_aux_losses_tracker", "module", "clear_aux_losses", "<0.17"),
@@ -221,6 +234,18 @@ def megatron_clip_grads_module():
     from megatron.core.optimizer import clip_grads
 
     return clip_grads
+
+
+def megatron_random_module():
+    """``megatron.core.tensor_parallel.random`` (the CPU shims replace its CUDA RNG state access)."""
+    return tp_random
+
+
+def megatron_mappings_module():
+    """``megatron.core.tensor_parallel.mappings`` (the CPU shims make its uneven gathers gloo's)."""
+    from megatron.core.tensor_parallel import mappings
+
+    return mappings
 
 
 def megatron_utils_module():
@@ -479,18 +504,154 @@ def static_inference_context(max_batch_size: int, max_sequence_length: int):
     return StaticInferenceContext(max_batch_size, max_sequence_length)
 
 
+@functools.cache
+def _keep_adam_step_on_reshardable_load() -> None:
+    """Without apex or Transformer Engine, ``DistributedOptimizer.load_state_dict`` puts the
+    loaded Adam ``step`` into every parameter's state and then copies each state entry from the
+    checkpoint's per-parameter tensors, which never hold ``step`` (it is kept in the groups):
+    loading a fully reshardable state fails with ``KeyError: 'step'``. The step already set is
+    kept (copied onto itself)."""
+    from megatron.core.optimizer import distrib_optimizer
+
+    if getattr(distrib_optimizer, "HAVE_APEX_OR_TE", True):
+        return
+    cls = distrib_optimizer.DistributedOptimizer
+    original = cls._set_main_param_and_optimizer_states
+
+    def set_states(self, model_param, tensors):
+        if "step" not in tensors and not self.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8:
+            group_index, group_order = self.model_param_group_index_map[model_param]
+            main_param = self.optimizer.param_groups[group_index]["params"][group_order]
+            step = self.optimizer.state[main_param].get("step")
+            if step is not None:
+                tensors = {**tensors, "step": step.clone()}
+        return original(self, model_param, tensors)
+
+    cls._set_main_param_and_optimizer_states = set_states
+
+
+def separate_adam_steps(optimizer) -> None:
+    """Give every parameter its own Adam ``step`` tensor after a load.
+
+    Without apex or Transformer Engine, ``DistributedOptimizer.load_state_dict`` sets one and
+    the same ``step`` tensor into every parameter's state; PyTorch's Adam then increments it in
+    place once per parameter per step (86 parameters: 86 steps), which skews the bias correction
+    from the first step after a resume on.
+    """
+    parts = getattr(optimizer, "chained_optimizers", None) or [optimizer]
+    for part in parts:
+        inner = getattr(part, "optimizer", None)
+        if inner is None:
+            continue
+        seen: set[int] = set()
+        for state in inner.state.values():
+            step = state.get("step")
+            if isinstance(step, torch.Tensor):
+                if id(step) in seen:
+                    state["step"] = step.clone()
+                seen.add(id(state["step"]))
+
+
+@contextlib.contextmanager
+def optimizer_loading_template(optimizer):
+    """Let a distributed optimizer that has not stepped yet describe the state it will load.
+
+    Without apex or Transformer Engine (CPU), ``DistributedOptimizer.sharded_state_dict`` reads
+    the inner optimizer's per-parameter Adam ``step`` (an assertion on a fresh optimizer: a run
+    resumed under a new world, or before its first step). Inside the block such an optimizer
+    holds a ``step`` for each parameter; afterwards its state is empty again, which is what
+    ``load_state_dict`` expects of a fresh optimizer (it creates the state it loads into).
+    """
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    _keep_adam_step_on_reshardable_load()
+    parts = getattr(optimizer, "chained_optimizers", None) or [optimizer]
+    fresh = [
+        part.optimizer
+        for part in parts
+        if isinstance(part, DistributedOptimizer)
+        and getattr(part, "optimizer", None) is not None
+        and not part.optimizer.state
+    ]
+    for inner in fresh:
+        for group in inner.param_groups:
+            for param in group["params"]:
+                inner.state[param]["step"] = torch.zeros((), dtype=torch.float32)
+    try:
+        yield
+    finally:
+        for inner in fresh:
+            inner.state.clear()
+
+
+def _current_groups(part, saved_groups: list[dict]) -> list[dict]:
+    """``part``'s own parameter groups (hyper-parameters, no ``params``) with the saved step."""
+    step = next((g["step"] for g in saved_groups if "step" in g), None)
+    groups = []
+    for now in part.optimizer.param_groups:
+        group = {k: v for k, v in now.items() if k != "params"}
+        if step is not None:
+            group["step"] = step
+        groups.append(group)
+    return groups
+
+
+def _align_distributed(chained, loaded: dict, indexed: list, flat: dict) -> dict:
+    """:func:`align_optimizer_state` for Megatron's distributed optimizer, whose state is
+    ``{"optimizer": {"param_groups": ...}, "param_state": ..., "param_state_sharding_type": ...}``
+    per sub-optimizer; the groups are matched by their expert flag, so they are rebuilt from the
+    current sub-optimizers (with the saved step)."""
+    count = len(chained)
+    candidates = [flat, *(loaded[i] for i in indexed)]
+    saved_parts = [p for p in candidates if "optimizer" in p or "param_state_sharding_type" in p]
+    saved_groups = [
+        g for part in saved_parts for g in part.get("optimizer", {}).get("param_groups", [])
+    ]
+    sharding = next(
+        (p["param_state_sharding_type"] for p in saved_parts if "param_state_sharding_type" in p),
+        None,
+    )
+    extra = {} if sharding is None else {"param_state_sharding_type": sharding}
+    if count > 1:
+        return {
+            i: {
+                **{k: v for k, v in loaded[i].items() if k != "optimizer"},
+                **extra,
+                "optimizer": {"param_groups": _current_groups(chained[i], saved_groups)},
+            }
+            for i in range(count)
+        }
+    return {
+        **flat,
+        **extra,
+        "optimizer": {"param_groups": _current_groups(chained[0], saved_groups)},
+    }
+
+
 def align_optimizer_state(optimizer, loaded: dict) -> dict:
     """Fit a loaded optimizer state to ``optimizer``'s chain of sub-optimizers.
 
     Megatron builds one optimizer for dense and expert parameters when experts are not sharded
     (EP = 1) and two (dense, expert) when they are. Loaded under the other layout, the sharded
     tensors find their parameters by name, but the state's outer structure (one flat state vs
-    ``{0: ..., 1: ...}``) and the shared Adam step (``common_step``) must be moved across.
+    ``{0: ..., 1: ...}``), the parameter groups' hyper-parameters and the shared Adam step
+    (``common_step``, or the groups' ``step`` for the distributed optimizer) must be moved across.
     """
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
     chained = getattr(optimizer, "chained_optimizers", None)
     count = len(chained) if chained is not None else 1
     indexed = [k for k in loaded if isinstance(k, int)]
     flat = {k: v for k, v in loaded.items() if not isinstance(k, int)}
+    changed = (
+        count > 1 and not all(i in loaded and "optimizer" in loaded[i] for i in range(count))
+    ) or (count == 1 and indexed)
+    if (
+        chained is not None
+        and changed
+        and all(isinstance(c, DistributedOptimizer) for c in chained)
+    ):
+        return _align_distributed(chained, loaded, indexed, flat)
     if count > 1 and indexed:
         common = flat.get("state", {}).get("common_step")
         aligned = {i: loaded[i] for i in range(count)}
@@ -512,6 +673,12 @@ def align_optimizer_state(optimizer, loaded: dict) -> dict:
         ]
         if steps and "common_step" not in flat["state"]:
             flat["state"]["common_step"] = steps[0]
+        # the groups' hyper-parameters were saved per sub-optimizer: take the current ones
+        single = chained[0].optimizer if chained is not None else optimizer.optimizer
+        flat["param_groups"] = [
+            {**{k: v for k, v in now.items() if k != "params"}, **group}
+            for group, now in zip(flat.get("param_groups", []), single.param_groups)
+        ]
         return flat
     return loaded
 
@@ -702,3 +869,19 @@ def load_blocks(blocks: dict[str, tuple[str, tuple, tuple, torch.Tensor]], check
         for name, (key, global_shape, global_offset, out) in blocks.items()
     }
     return dist_checkpointing.load(request, str(checkpoint_dir), validate_access_integrity=False)
+
+
+@functools.cache
+def aux_loss_scaled_over_tp_cp() -> bool:
+    """Whether Megatron scales a per-token-loss run's load-balancing gradient by the tokens of the
+    whole TP x CP group (newer releases) rather than by this rank's share of them (0.16).
+
+    Under sequence or context parallelism each rank's auxiliary loss covers its share of the
+    micro-batch's tokens and the shares add up to the micro-batch's loss; scaling each share by
+    the local token count weighs the loss ``1 / (TP x CP)`` of what one process gives it.
+    :class:`~nemo_neko.moe.router.TaskGuidedRouter` applies the newer scaling where this is False.
+    """
+    import inspect
+
+    source = inspect.getsource(TopKRouter.attach_and_log_load_balancing_loss)
+    return "tp_cp_group.size()" in source

@@ -4,7 +4,7 @@ checkpoint that ``train.init_from`` loads, tensor chunk by tensor chunk.
 Output folder::
 
     <out>/
-        metadata.json, common.pt, .metadata, __0_*.distcp   the Megatron distributed checkpoint
+        metadata.json, .metadata, __0_*.distcp (+ common.pt)   the Megatron distributed checkpoint
         tokenizer/            the Hugging Face tokenizer files (data.tokenizer.path)
         neko_model.yaml       the ModelConfig it was written for (``model:`` block)
         hf_config.json        the source config.json (export writes it back)

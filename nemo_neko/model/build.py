@@ -81,6 +81,12 @@ def build_model(
     impl = TransformerImpl(model.transformer_impl)
     if impl is not TransformerImpl.auto:
         use_te = impl.use_te()
+    te_layers = use_te if use_te is not None else mc.transformer_engine_available()
+    if "layernorm" in (model.recompute_modules or []) and not te_layers:
+        raise ValueError(
+            "model.recompute_modules 'layernorm' needs Transformer Engine layers (Megatron "
+            "recomputes only TE's norms); drop it, or use model.transformer_impl=transformer_engine"
+        )
     if vocab_size is None:
         vocab_size = model.padded_vocab_size(tokenizer_vocab, tensor_parallel=layout.tensor)
     config = transformer_config(model, layout, **config_overrides)

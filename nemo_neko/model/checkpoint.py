@@ -26,7 +26,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from nemo_neko.compat.megatron import align_optimizer_state
+from nemo_neko.compat.megatron import (
+    align_optimizer_state,
+    optimizer_loading_template,
+    separate_adam_steps,
+)
 from nemo_neko.model.checkpoint_files import (
     INCOMPLETE,
     CheckpointError,
@@ -188,9 +192,10 @@ class Checkpointer:
             trainer_state = {}
         sharded = model_sharded_state_dict(chunks)
         if optimizer is not None:
-            sharded["optimizer"] = optimizer.sharded_state_dict(
-                sharded, is_loading=True, metadata=SHARDED_METADATA
-            )
+            with optimizer_loading_template(optimizer):
+                sharded["optimizer"] = optimizer.sharded_state_dict(
+                    sharded, is_loading=True, metadata=SHARDED_METADATA
+                )
         absent: set[str] = set()
         if optimizer is None:  # model weights only: tolerate absent _extra_state objects
             state, _, absent = dist_checkpointing.load(
@@ -205,6 +210,7 @@ class Checkpointer:
             check_only_extra_states_absent(path, result.missing_keys if absent else ())
         if optimizer is not None:
             optimizer.load_state_dict(align_optimizer_state(optimizer, state["optimizer"]))
+            separate_adam_steps(optimizer)
         rng_file = path / "rng" / f"rank_{_rank():05d}.pt"
         world = dist.get_world_size() if dist.is_initialized() else 1
         if optimizer is None:

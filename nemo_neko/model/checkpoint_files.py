@@ -18,8 +18,13 @@ from pathlib import Path
 from nemo_neko.paths import CHECKPOINT_PREFIX
 
 INCOMPLETE = ".incomplete"
-MODEL_FILES = ("metadata.json", ".metadata", "common.pt")
+MODEL_FILES = ("metadata.json", ".metadata")
 """What every Megatron distributed checkpoint holds besides its shards."""
+COMMON_FILE = "common.pt"
+COMMON_OBJECT = "common_state"
+"""Where the non-tensor state lives: ``common.pt`` (Megatron-Core <= 0.16 and the format's
+legacy layout) or a ``common_state`` object inside the shards (newer releases); checked with the
+shards (:func:`check_shards`)."""
 TRAINER_STATE = "trainer_state.pt"
 """What a checkpoint saved by training holds besides the model (step, scheduler, data)."""
 
@@ -133,6 +138,13 @@ def check_shards(path: str | os.PathLike, remedy: str) -> None:
         raise CheckpointError(
             f"{path}: its index .metadata cannot be read ({type(err).__name__}: {err}); {remedy}"
         ) from None
+    keys = getattr(metadata, "state_dict_metadata", None) or {}
+    if not (path / COMMON_FILE).exists() and not any(
+        str(key).startswith(COMMON_OBJECT) for key in keys
+    ):
+        raise CheckpointError(
+            f"{path}: no common state ({COMMON_FILE}, or {COMMON_OBJECT} in its index); {remedy}"
+        )
     needed: dict[str, int] = {}
     for info in (getattr(metadata, "storage_data", None) or {}).values():
         end = info.offset + info.length

@@ -132,6 +132,18 @@ class RecomputeGranularity(StrEnum):
     selective = "selective"
 
 
+class RecomputeMethod(StrEnum):
+    """How full recomputation picks its layers (``model.recompute_method``).
+
+    ``uniform``: the layers of each pipeline stage in groups of ``recompute_num_layers``, each
+    group checkpointed as one; ``block``: only the first ``recompute_num_layers`` layers of each
+    stage are checkpointed (one by one), the rest keep their activations.
+    """
+
+    uniform = "uniform"
+    block = "block"
+
+
 @dataclass
 class ModelConfig:
     """A decoder-only MoE transformer (Mixtral, Gemma-MoE, Qwen-MoE, tiny)."""
@@ -199,7 +211,15 @@ class ModelConfig:
     local_experts: LocalExperts = LocalExperts.grouped
     """Experts of local layers: grouped (grouped GEMMs) or sequential (one call per expert)."""
     recompute_granularity: RecomputeGranularity | None = None
+    """``full`` (whole layers, see ``recompute_method``) or ``selective`` (``recompute_modules``).
+    Task-guided forcing routes the recomputed forward exactly as the first one."""
+    recompute_method: RecomputeMethod | None = None
+    """With ``full``: ``uniform`` or ``block`` (required by Megatron for ``full``)."""
+    recompute_num_layers: int | None = None
+    """With ``full``: layers per checkpointed group (uniform) or layers checkpointed (block)."""
     recompute_modules: list[str] = field(default_factory=list)
+    """With ``selective``: Megatron's names, e.g. ``core_attn``, ``moe``, ``moe_act``,
+    ``layernorm``, ``mlp``, ``shared_experts``."""
     parallel: ParallelLayout = field(default_factory=ParallelLayout)
     """Default parallel layout for this model size."""
 
@@ -344,5 +364,6 @@ _CHOICES = {
     "moe_router_load_balancing_type": LoadBalancing,
     "moe_router_score_function": ScoreFunction,
     "recompute_granularity": RecomputeGranularity,
+    "recompute_method": RecomputeMethod,
 }
 """ModelConfig fields that take one of an enum's values (strings are converted on creation)."""

@@ -75,8 +75,17 @@ def transformer_config(model: ModelConfig, layout: ParallelLayout | None = None,
         use_cpu_initialization=not torch.cuda.is_available(),
         calculate_per_token_loss=True,
         recompute_granularity=_value(model.recompute_granularity),
+        recompute_method=_value(model.recompute_method),
+        recompute_num_layers=model.recompute_num_layers,
     )
     if model.recompute_modules:
         settings["recompute_modules"] = list(model.recompute_modules)
+    if layout.virtual_pipeline:
+        # Interleaving sends activations forward and gradients backward in one exchange; with two
+        # stages both go to the same peer, and one batched isend/irecv call cannot tell them apart
+        # (they are matched in posting order, which differs on the two ranks: gradients arrived as
+        # activations). Megatron-LM's default for interleaving: separate, overlapped p2p calls
+        # (which use two process groups for a two-rank pipeline).
+        settings.update(overlap_p2p_comm=True, batch_p2p_comm=False)
     settings.update(overrides)
     return mc.TransformerConfig(**settings)

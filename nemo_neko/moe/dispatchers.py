@@ -32,8 +32,9 @@ class _TaskCarrier:
     routing_stats: RoutingStats | None = None
     _token_tasks: TokenTasks | None = None
 
-    def set_token_tasks(self, token_tasks: TokenTasks) -> None:
-        """Tasks of the tokens about to be dispatched (set by the layer every forward)."""
+    def set_token_tasks(self, token_tasks: TokenTasks | None) -> None:
+        """Tasks of the tokens about to be dispatched (set by the layer every forward; None:
+        count nothing, e.g. the no-grad first pass of a recomputed forward)."""
         self._token_tasks = token_tasks
 
     def _counting(self) -> bool:

@@ -8,11 +8,26 @@ Megatron picks the token dispatcher from ``config.moe_token_dispatcher_type`` in
 training with ``forcing`` on) and hands that object to its router and its dispatcher.
 Everything else (experts, shared experts, combine) is Megatron's.
 
+**Activation recomputation.** Megatron's recomputation (``recompute_granularity='full'``, or
+``'selective'`` with ``'moe'``) runs a layer's forward twice: first under ``torch.no_grad()``
+inside ``CheckpointFunction.forward`` (within the micro-batch's task scope), then again in the
+backward pass, where no scope is active (with pipelining, other micro-batches' forwards may have
+run in between; on GPU the backward even runs on autograd's device thread). The layer keeps the
+router-ordered ids of each no-grad training forward in a FIFO queue and hands the oldest to the
+recomputed forward, which therefore routes exactly as the first one (same forced experts, same
+gate logits). Schedules run each layer's backwards in the order of its forwards (1F1B and
+interleaved alike), so FIFO order is micro-batch order. Routing statistics are counted in the
+recomputed pass only (Megatron applies its auxiliary losses there too), so nothing is counted
+twice. :func:`pending_recomputes` and :func:`clear_recomputes` let the trainer check that a step
+left nothing queued.
+
 The layout is checked before Megatron builds anything, so a bad layout fails with the broken
 rule instead of a bare ``assert``.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import torch
 
@@ -77,6 +92,10 @@ class NeKoMoELayer(MoELayer):
             persistent=False,
         )
         self.routing_stats: RoutingStats | None = None
+        self._recompute_ids: deque[torch.Tensor | None] = deque()
+        """Router-ordered ids ``[S_local * B]`` of no-grad training forwards, oldest first."""
+        self.replayed_forwards = 0
+        """Recomputed forwards routed from the queue (a counter for logs and tests)."""
         if task_routing.collect_routing_stats:
             self._install_task_aware_dispatcher(pg_collection)
 
@@ -101,9 +120,32 @@ class NeKoMoELayer(MoELayer):
         dispatcher.routing_stats = self.routing_stats
         set_token_dispatcher(self, dispatcher)
 
-    def token_tasks(self, num_tokens: int, device: torch.device) -> TokenTasks:
-        """The tasks of this forward's ``num_tokens`` router tokens, from the ids in scope."""
+    def _forward_task_ids(self) -> tuple[torch.Tensor | None, bool]:
+        """``(ids [S_local * B] or None, count this forward in the statistics)``.
+
+        In training: a no-grad forward inside a task scope is the first pass of a recomputed
+        (checkpointed) forward, so its ids are queued and it is not counted; a grad-enabled
+        forward outside any scope with ids queued is that recomputation, routed from the queue.
+        """
         ids_T = current_task_ids()
+        if not self.training:
+            return ids_T, True
+        grad = torch.is_grad_enabled()
+        if ids_T is not None and not grad:
+            self._recompute_ids.append(ids_T)
+            return ids_T, False
+        if ids_T is None and grad and self._recompute_ids:
+            self.replayed_forwards += 1
+            return self._recompute_ids.popleft(), True
+        return ids_T, True
+
+    def token_tasks(
+        self, num_tokens: int, device: torch.device, ids_T: torch.Tensor | None = None
+    ) -> TokenTasks:
+        """The tasks of this forward's ``num_tokens`` router tokens, from ``ids_T`` (router
+        order ``[num_tokens]``) or, when not given, the ids in scope."""
+        if ids_T is None:
+            ids_T = current_task_ids()
         if ids_T is None:
             return TokenTasks.unlabelled(num_tokens, device)
         if ids_T.numel() != num_tokens:
@@ -117,12 +159,29 @@ class NeKoMoELayer(MoELayer):
 
     def route(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None):
         """Megatron's routing, with this forward's tasks handed to the router and dispatcher."""
+        ids_T, count = self._forward_task_ids()
         tasks = self.token_tasks(
-            hidden_states.shape[0] * hidden_states.shape[1], hidden_states.device
+            hidden_states.shape[0] * hidden_states.shape[1], hidden_states.device, ids_T
         )
         if self.routing_stats is not None:
-            self.token_dispatcher.set_token_tasks(tasks)
+            self.token_dispatcher.set_token_tasks(tasks if count else None)
         if not isinstance(self.router, TaskGuidedRouter):
             return super().route(hidden_states, padding_mask)
         with self.router.tasks_for_forward(tasks):
             return super().route(hidden_states, padding_mask)
+
+
+def _moe_layers(modules) -> list[NeKoMoELayer]:
+    return [m for module in modules for m in module.modules() if isinstance(m, NeKoMoELayer)]
+
+
+def pending_recomputes(modules) -> int:
+    """Queued first-pass ids not yet consumed by a recomputed forward, over ``modules``' layers
+    (0 after every complete forward-backward step)."""
+    return sum(len(layer._recompute_ids) for layer in _moe_layers(modules))
+
+
+def clear_recomputes(modules) -> None:
+    """Drop queued ids (a step that failed between its forward and its backward)."""
+    for layer in _moe_layers(modules):
+        layer._recompute_ids.clear()

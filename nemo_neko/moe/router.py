@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import torch
 
-from nemo_neko.compat.megatron import TopKRouter
+from nemo_neko.compat.megatron import TopKRouter, aux_loss_scaled_over_tp_cp
 from nemo_neko.moe.config import TaskRoutingConfig
 from nemo_neko.moe.routing import select_with_forced
 from nemo_neko.moe.tokens import TokenTasks
@@ -57,15 +57,6 @@ def check_forcing_compatible(config, routing: TaskRoutingConfig) -> None:
         raise ValueError(
             "moe_router_fusion selects experts inside Transformer Engine's fused kernel, which "
             "task-guided forcing cannot reach; set moe_router_fusion=False or forcing=False"
-        )
-    if config.recompute_granularity == "full" or (
-        config.recompute_granularity == "selective" and "moe" in (config.recompute_modules or [])
-    ):
-        raise ValueError(
-            "activation recomputation that re-runs the MoE router (recompute_granularity='full' or "
-            "selective 'moe') is not supported with task-guided forcing: the recomputed forward "
-            "runs outside the micro-batch's task scope. Recompute other modules (e.g. "
-            "recompute_modules=['core_attn', 'layernorm', 'moe_act'])"
         )
 
 
@@ -158,4 +149,19 @@ class TaskGuidedRouter(TopKRouter):
     def _apply_global_aux_loss(self, probs, scores_for_aux_loss, routing_map, *args, **kwargs):
         return super()._apply_global_aux_loss(
             probs, scores_for_aux_loss, self._map_for_aux(routing_map), *args, **kwargs
+        )
+
+    def attach_and_log_load_balancing_loss(
+        self, activation, *args, valid_token_count=None, **kwargs
+    ):
+        """Megatron's, with the gradient scale of a per-token-loss run taken over the whole
+        TP x CP group (the scaling of Megatron-Core 0.19, see
+        :func:`~nemo_neko.compat.megatron.aux_loss_scaled_over_tp_cp`), so that TP with SP and
+        CP weigh the load-balancing loss as one process does."""
+        group = self.tp_cp_group.size()
+        if self.calculate_per_token_loss and group > 1 and not aux_loss_scaled_over_tp_cp():
+            count = valid_token_count if valid_token_count is not None else activation.shape[0]
+            valid_token_count = count * group
+        return super().attach_and_log_load_balancing_loss(
+            activation, *args, valid_token_count=valid_token_count, **kwargs
         )

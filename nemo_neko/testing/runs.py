@@ -48,8 +48,17 @@ def write_micro_data(
     return overrides
 
 
-def compose_run(run_dir: Path, overrides: list[str] = (), *, data_root: Path | None = None):
-    """The composed config (``DictConfig``) of a micro run in ``run_dir``."""
+def compose_run(
+    run_dir: Path,
+    overrides: list[str] = (),
+    *,
+    data_root: Path | None = None,
+    model: str = "tiny",
+):
+    """The composed config (``DictConfig``) of a micro run in ``run_dir``.
+
+    ``model`` picks the shipped model config the micro dimensions shrink (``tiny`` by default;
+    e.g. ``8x7b`` keeps that file's other settings: layout, dtype, optimizer)."""
     from hydra import compose, initialize_config_dir
 
     from nemo_neko.config import register_configs
@@ -59,7 +68,13 @@ def compose_run(run_dir: Path, overrides: list[str] = (), *, data_root: Path | N
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose(
             config_name="config",
-            overrides=[f"run_dir={run_dir}", *MICRO_OVERRIDES, *data, *overrides],
+            overrides=[
+                f"run_dir={run_dir}",
+                f"model={model}",
+                *MICRO_OVERRIDES[1:],
+                *data,
+                *overrides,
+            ],
         )
 
 

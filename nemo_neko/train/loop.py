@@ -28,6 +28,7 @@ from nemo_neko.data.tokenizer import TextTokenizer
 from nemo_neko.model.build import NeKoModel
 from nemo_neko.model.checkpoint import Checkpointer
 from nemo_neko.moe.config import TaskRoutingConfig
+from nemo_neko.moe.layer import clear_recomputes, pending_recomputes
 from nemo_neko.moe.stats import forced_share
 from nemo_neko.parallel.context import ParallelContext
 from nemo_neko.paths import RunPaths, checkpoint_name
@@ -229,6 +230,12 @@ class Trainer:
             micro_batch_size=self.plan.micro_batch_size,
             forward_only=False,
         )
+        queued = pending_recomputes(self.chunks)
+        if queued:  # a checkpointed forward whose backward never ran: its ids would go stale
+            clear_recomputes(self.chunks)
+            raise TrainingError(
+                f"step {self.step}: {queued} recomputed MoE forward(s) never ran their backward"
+            )
         ok, grad_norm, _ = self.optimizer.step()
         if not ok:
             raise TrainingError(f"step {self.step}: optimizer step skipped (inf/nan gradients)")
@@ -281,7 +288,7 @@ class Trainer:
 
     # -- logging ----------------------------------------------------------------------------------
 
-    def _routing_table(self) -> torch.Tensor:
+    def routing_table(self) -> torch.Tensor:
         """Tokens per (expert, task slot, gate/forced), summed over layers and ranks (collective)."""
         from nemo_neko.moe.layer import NeKoMoELayer
         from nemo_neko.moe.stats import collect_routing_stats
@@ -329,7 +336,7 @@ class Trainer:
         scalars.update(self._aux_losses())
         line = None
         if self.step % run.train.log_interval == 0 or self.step == self.total_steps:
-            table = self._routing_table()
+            table = self.routing_table()
             for t, name in enumerate(names):
                 for e in range(run.model.num_experts):
                     scalars[f"routing/{name}/expert{e}"] = float(table[e, t + 1].sum())

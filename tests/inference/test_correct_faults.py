@@ -152,13 +152,13 @@ def damage(run_dir: Path, how: str) -> str:
     if how == "empty latest":
         pointer.write_text("")
         return f"{pointer} is empty; point {pointer} at a complete checkpoint"
+    shard = sorted(step.glob("*.distcp"))[-1]  # how many a rank writes depends on Megatron
     if how == "missing shard":
-        (step / "__0_1.distcp").unlink()
-        return f"{step}: shard __0_1.distcp is missing; no other complete checkpoint there: remove"
+        shard.unlink()
+        return f"{step}: shard {shard.name} is missing; no other complete checkpoint there: remove"
     if how == "cut shard":
-        shard = step / "__0_0.distcp"
         shard.write_bytes(shard.read_bytes()[:100])
-        return f"{step}: shard __0_0.distcp is cut short (100 of "
+        return f"{step}: shard {shard.name} is cut short (100 of "
     raise AssertionError(how)
 
 

@@ -195,10 +195,6 @@ def _check_incompatible(rank, world_size):
     routing = TaskRoutingConfig(task_to_expert=[0, 1])
     for overrides, message in [
         (dict(moe_router_load_balancing_type="sinkhorn", moe_aux_loss_coeff=0.0), "sinkhorn"),
-        (
-            dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1),
-            "recomputation",
-        ),
     ]:
         with pytest.raises(ValueError, match=message):
             TaskGuidedRouter(config=tiny_moe_config(**overrides), pg_collection=pg, routing=routing)
@@ -208,6 +204,14 @@ def _check_incompatible(rank, world_size):
             pg_collection=pg,
             routing=TaskRoutingConfig(task_to_expert=[9]),
         )
+    # recomputation re-routes from the layer's queue (tests/train/test_recompute.py)
+    TaskGuidedRouter(
+        config=tiny_moe_config(
+            recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1
+        ),
+        pg_collection=pg,
+        routing=routing,
+    )
     # forcing switched off: sinkhorn is Megatron's business again
     TaskGuidedRouter(
         config=tiny_moe_config(moe_router_load_balancing_type="sinkhorn", moe_aux_loss_coeff=0.0),
