@@ -51,6 +51,21 @@ class ClusterKind(StrEnum):
     """an sbatch job."""
 
 
+class GPU(StrEnum):
+    """The GPU of a cluster's nodes (``cluster.gpu``): its memory for the dry run's fit check."""
+
+    h100 = "h100"
+    """NVIDIA H100 SXM, 80 GB HBM3."""
+    h200 = "h200"
+    """NVIDIA H200 SXM, 141 GB HBM3e."""
+
+    @property
+    def memory_gib(self) -> float:
+        """Nominal memory per GPU, taken as GiB (the devices report about 79.6 and 139.8 GiB;
+        ``cluster.gpu_memory_gib`` sets a figure with a margin)."""
+        return {GPU.h100: 80.0, GPU.h200: 141.0}[self]
+
+
 class Launcher(StrEnum):
     """How a Slurm job starts the training ranks (``cluster.launcher``)."""
 
@@ -247,6 +262,12 @@ class ClusterConfig:
     """``slurm``: extra arguments for every ``srun`` (e.g. ``--mpi=pmix``)."""
     sbatch_args: list[str] = field(default_factory=list)
     """``slurm``: extra ``#SBATCH`` options (e.g. ``--qos=high``, ``--constraint=h100``)."""
+    gpu: GPU | None = None
+    """The nodes' GPU, ``h100`` or ``h200``: the dry run checks the memory plan per GPU against
+    its memory (None: unknown, unless ``gpu_memory_gib`` is set)."""
+    gpu_memory_gib: float | None = None
+    """Memory per GPU in GiB for the dry run's fit check; overrides ``gpu``'s (other GPUs, or a
+    margin for the CUDA context and NCCL buffers: e.g. 76 for an H100)."""
     python: str | None = None
     """``slurm``: Python interpreter of the job steps; None = ``python`` inside a container, the
     launcher's own interpreter otherwise (a shared file system is assumed)."""
@@ -256,9 +277,17 @@ class ClusterConfig:
         """Processes in the run: ``nnodes x nproc_per_node``."""
         return self.nnodes * self.nproc_per_node
 
+    @property
+    def gpu_memory_bytes(self) -> float | None:
+        """Memory per GPU in bytes (``gpu_memory_gib``, else ``gpu``'s), None when unknown."""
+        gib = self.gpu_memory_gib or (self.gpu.memory_gib if self.gpu else None)
+        return gib * 1024**3 if gib else None
+
     def __post_init__(self) -> None:
-        for name, choices in (("kind", ClusterKind), ("launcher", Launcher)):
+        for name, choices in (("kind", ClusterKind), ("launcher", Launcher), ("gpu", GPU)):
             value = getattr(self, name)
+            if value is None and name == "gpu":
+                continue
             if value not in tuple(choices):
                 known = " or ".join(c.value for c in choices)
                 raise ValueError(f"cluster {self.name!r}: {name} must be {known}, got {value!r}")
@@ -270,6 +299,10 @@ class ClusterConfig:
             raise ValueError(
                 f"cluster {self.name!r}: nnodes ({self.nnodes}) and nproc_per_node "
                 f"({self.nproc_per_node}) must be >= 1"
+            )
+        if self.gpu_memory_gib is not None and self.gpu_memory_gib <= 0:
+            raise ValueError(
+                f"cluster {self.name!r}: gpu_memory_gib must be > 0, got {self.gpu_memory_gib}"
             )
         if self.kind == "local" and not 0 <= self.node_rank < self.nnodes:
             raise ValueError(

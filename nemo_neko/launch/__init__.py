@@ -9,9 +9,10 @@ holds logic: :func:`launch` does the work:
   parallel layout against the cluster's ``nnodes x nproc_per_node`` ranks, the task-to-expert
   mapping, and every file the stages will read (:mod:`.preflight`: record files, tokenizer,
   ``train.init_from``, the run's own checkpoints);
-* ``dry_run=true``: print the resolved config, the layout, the batch plan, the parameter counts
-  and what the cluster would run (the torchrun commands, or the sbatch script); nothing is
-  written, started or submitted;
+* ``dry_run=true``: print the resolved config, the layout, the batch plan, the parameter counts,
+  the memory and FLOPs plan per GPU (:func:`memory_lines`, checked against ``cluster.gpu``'s
+  memory) and what the cluster would run (the torchrun commands, or the sbatch script);
+  nothing is written, started or submitted;
 * otherwise write ``<run_dir>/config.yaml`` (the run is reproducible from it alone) and hand the
   run to its cluster kind (:data:`RUNNERS`): :mod:`.local` runs the stages in place, :mod:`.slurm`
   submits a job that runs them.
@@ -60,6 +61,7 @@ def describe(run) -> str:
         f"{len(run.data.test)} held-out sets; tokenizer {source}",
         f"stages: {', '.join(run.stages)}; run dir {run.run_dir}; cluster {cluster.name} ({cluster.kind})",
     ]
+    lines.append(memory_lines(run, plan.micro_batches_per_step))
     if model.vocab_size and not tokenizer.path and not run.base.source:
         lines.append(
             f"note: {model.name} has the published vocabulary ({model.vocab_size}) but no tokenizer: to "
@@ -67,6 +69,31 @@ def describe(run) -> str:
             f"and train.init_from=<its converted checkpoint>"
         )
     return "\n".join(lines)
+
+
+def memory_lines(run, micro_batches: int) -> str:
+    """The memory and FLOPs plan per GPU of ``run`` (:mod:`nemo_neko.model.memory_plan`): its
+    own setting, the table over optimizer and recomputation settings, the fit on its GPU."""
+    from nemo_neko.model.memory_plan import TrainingShape, format_memory_plan
+    from nemo_neko.train.freeze import frozen
+
+    model, train = run.model, run.train
+    vocab = model.padded_vocab_size(run.data.tokenizer.train_vocab_size)
+    shape = TrainingShape(
+        world_size=run.cluster.world_size,
+        seq_length=run.data.seq_length,
+        micro_batch_size=train.micro_batch_size,
+        micro_batches=micro_batches,
+        vocab=vocab,
+        distributed_optimizer=train.use_distributed_optimizer,
+        recompute=str(model.recompute_granularity) if model.recompute_granularity else None,
+        recompute_modules=tuple(model.recompute_modules),
+        frozen=lambda name: frozen(name, train) is not None,
+    )
+    gpu = run.cluster.gpu
+    return format_memory_plan(
+        model, shape, gpu=str(gpu) if gpu else None, gpu_bytes=run.cluster.gpu_memory_bytes
+    )
 
 
 def check(run) -> None:

@@ -17,9 +17,10 @@ what was meant to stay).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:  # torch is imported where it is used: the dry run reads ``frozen`` alone
+    import torch
 
 _LAYER = re.compile(r"decoder\.layers\.(\d+)\.")
 
@@ -58,6 +59,9 @@ def freeze_parameters(chunks, train) -> dict[str, int]:
         ValueError: a ``train.freeze`` pattern, or ``freeze_layers_below``, freezes nothing on
             any rank; or nothing is left to train.
     """
+    import torch
+    import torch.distributed as dist
+
     counts = {"frozen": 0, "trainable": 0}
     used: dict[str, int] = {p: 0 for p in train.freeze}
     used["freeze_layers_below"] = 0
