@@ -10,8 +10,8 @@ the peak of the tensors saved for the backward pass during a training step (medi
 figures. The table shows estimate / measured KiB and their ratio, one row per case (and per
 pipeline stage).
 
-The full-recomputation case trains with ``routing.forcing=false``: task-guided forcing refuses
-a recomputation that re-runs the router (see :mod:`nemo_neko.testing.memory`).
+The full-recomputation case uses Megatron's uniform method, one layer per checkpoint, with
+task-guided forcing on (see :mod:`nemo_neko.testing.memory`).
 
 Run::
 
@@ -45,7 +45,11 @@ CASES = {
         "train.freeze_embeddings=true",
     ],
     "selective recompute (core_attn)": ["model.recompute_granularity=selective"],
-    "full recompute (forcing off)": ["model.recompute_granularity=full", "routing.forcing=false"],
+    "full recompute (uniform, 1 layer)": [
+        "model.recompute_granularity=full",
+        "model.recompute_method=uniform",
+        "model.recompute_num_layers=1",
+    ],
 }
 """One-rank cases: Hydra overrides of the micro run."""
 

@@ -248,8 +248,16 @@ class ClusterConfig:
     exclusive: bool = False
     """``slurm``: whole nodes only (``--exclusive``)."""
     requeue: bool = True
-    """``slurm``: requeue the job when a node fails (``--requeue``); the requeued job resumes from
-    the run's latest checkpoint and appends to the same log."""
+    """``slurm``: requeue the job when a node fails (``--requeue``), and requeue it itself
+    (``scontrol requeue``) when training stopped on a signal (the warning before the time limit,
+    :attr:`stop_signal_lead`); the requeued job resumes from the run's latest checkpoint and
+    appends to the same log."""
+    stop_signal_lead: int = 300
+    """``slurm``: seconds before the time limit at which Slurm warns the job script
+    (``--signal=B:USR1@<seconds>``; Slurm may send it up to a minute earlier); the script
+    forwards it to the running step: training stops after its current step with a checkpoint,
+    another stage is stopped, and the job requeues itself (:attr:`requeue`). Leave time for a
+    step and a save. 0 = no warning."""
     container_image: str | None = None
     """``slurm``: Pyxis/enroot image for every step (``srun --container-image``), e.g.
     ``nvcr.io#nvidia/nemo:25.11`` or a ``.sqsh`` file; None = run on the host."""
@@ -309,6 +317,11 @@ class ClusterConfig:
                 f"cluster {self.name!r}: node_rank={self.node_rank} is not in [0, {self.nnodes})"
             )
         if self.kind == "slurm":
+            if not 0 <= self.stop_signal_lead <= 65535:
+                raise ValueError(
+                    f"cluster {self.name!r}: stop_signal_lead={self.stop_signal_lead} must be "
+                    f"in [0, 65535] seconds (0: no warning before the time limit)"
+                )
             if self.gpus_per_node < 0:
                 raise ValueError(f"cluster {self.name!r}: gpus_per_node must be >= 0")
             if self.gpus_per_node and self.gpus_per_node != self.nproc_per_node:

@@ -8,7 +8,9 @@
         tokenizer/                       the run's tokenizer (Hugging Face layout)
         cache/                           tokenised and packed datasets
         checkpoints/                     step_00000120/, latest (see nemo_neko.model.checkpoint)
-        metrics.jsonl  tensorboard/      training logs
+        metrics.jsonl  tensorboard/      training logs (each step once, also after a resume)
+        train.lock                       held (flock) by the trainer while it runs: one per run
+        train.stopped                    the last training stopped on a signal (step, checkpoint)
         predictions.jsonl                corrections of the held-out records
         predictions.records.jsonl.gz     exactly the records that were corrected
         predictions.routing.json         which experts the held-out sets' prompts chose
@@ -82,6 +84,18 @@ class RunPaths:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def train_lock(self) -> Path:
+        """Locked (``fcntl.flock``) by rank 0 of the trainer while it runs; a second trainer on
+        the run is refused (:mod:`nemo_neko.utils.lock`)."""
+        return self.root / "train.lock"
+
+    @property
+    def stopped(self) -> Path:
+        """The stop record of a training stopped by a signal (:mod:`nemo_neko.train.stop`);
+        removed when the next training starts."""
+        return self.root / "train.stopped"
 
     @property
     def tensorboard(self) -> Path:

@@ -12,7 +12,8 @@ needs no checkout. Your own mixtures, models or clusters go in a folder of the s
 groups stay selectable. This module holds no logic: :func:`nemo_neko.launch.launch` does the work.
 
 Exit status: 0 on success, 2 on a user error (one line: ``error: <where>: <problem>``), 1 when a
-stage fails.
+stage fails, 75 when SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 stopped the run (training saved a
+checkpoint after its current step; one line says where: run the same command again to resume).
 """
 
 import sys

@@ -1,9 +1,10 @@
 """User errors of the launcher as one line; tracebacks only for bugs.
 
 A user error (a bad override or key, a missing file, a layout that does not fit, a damaged
-checkpoint, a rejected submission) is printed as ``error: <where>: <problem>`` and exits with
-status 2 (a failed stage: status 1, its own output above says why); anything else is a bug and
-keeps its traceback. Hydra's own composition errors (unknown key, unknown group option,
+checkpoint, a rejected submission, a run directory another trainer holds) is printed as
+``error: <where>: <problem>`` and exits with status 2 (a failed stage: status 1, its own output
+above says why; a run stopped by a signal, resumable: 75); anything else is a bug and keeps its
+traceback. Hydra's own composition errors (unknown key, unknown group option,
 unparsable override) come out the same way, the override at fault named.
 """
 
@@ -22,7 +23,10 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from nemo_neko.utils.lock import LockedError
+
     return (
+        LockedError,
         HydraException,
         OmegaConfBaseException,
         ValueError,  # ConfigError, LayoutError, RecordError, CheckpointError

@@ -12,13 +12,21 @@
   printed and written to ``<run_dir>/report.{json,md,png}``.
 
 Correction and report run on node 0 only.
+
+Each stage runs in its own session and dies with the launcher (:mod:`.supervise`). SIGTERM,
+SIGINT (Ctrl-C) or SIGUSR1 to the launcher stop the run: training stops on every rank after the
+current step and saves a checkpoint, any other stage is stopped, no later stage starts, and the
+launcher prints one line (``stopped at step N of M on SIGTERM, checkpoint ...: rerun the same
+command to resume``) and exits with status 75 (:data:`~nemo_neko.train.stop.STOPPED_STATUS`).
+The same when a rank is signalled directly. A second Ctrl-C aborts training without a
+checkpoint. A run directory whose trainer still runs is refused before anything is written
+(:func:`check`: its ``train.lock``; one line, status 2); the trainer holds that lock itself.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,14 +37,43 @@ class StageFailed(RuntimeError):
     """A stage's process exited with an error."""
 
 
-def _run(command: list[str], stage: str) -> None:
+def _run(command: list[str], stage: str, run_dir: Path) -> int | None:
+    """Run one stage; None when it finished, the exit status when a signal stopped the run.
+
+    Raises:
+        StageFailed: the stage failed.
+    """
+    from nemo_neko.launch.supervise import supervise
+    from nemo_neko.train.stop import STOPPED_STATUS, describe_stop, read_stop_record
+
     print(f"[{stage}] {shlex.join(command)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    completed = subprocess.run(command, env=env)
-    if completed.returncode != 0:
-        raise StageFailed(
-            f"stage {stage!r} failed with exit code {completed.returncode}: {shlex.join(command)}"
+    outcome = supervise(command, env, ranks=stage == "train")
+    code = outcome.returncode
+    record = read_stop_record(RunPaths(run_dir).stopped) if stage == "train" else None
+    if record is not None and code in (0, STOPPED_STATUS):
+        print(f"[{stage}] {describe_stop(record)}: rerun the same command to resume", flush=True)
+        return STOPPED_STATUS
+    if outcome.signals and stage != "train":  # stopped by the SIGTERM it was sent
+        print(
+            f"[{stage}] stopped on {outcome.signal_names} (exit code {code}): rerun the same "
+            f"command to resume",
+            flush=True,
         )
+        return STOPPED_STATUS
+    if code != 0:
+        after = f" after {outcome.signal_names}" if outcome.signals else ""
+        raise StageFailed(
+            f"stage '{stage}' failed with exit code {code}{after}: {shlex.join(command)}"
+        )
+    if outcome.signals:  # training had finished when the signal came
+        print(
+            f"[{stage}] finished; stopped on {outcome.signal_names} before the next stage: "
+            f"rerun the same command to resume",
+            flush=True,
+        )
+        return STOPPED_STATUS
+    return None
 
 
 def stage_commands(run, run_dir: Path, python: str = sys.executable) -> dict[str, list[str]]:
@@ -116,11 +153,23 @@ def plan(run, run_dir: Path) -> str:
 
 
 def check(run) -> None:
-    """Before anything is written: nothing to check beyond the config (torchrun ships with torch)."""
+    """Before anything is written: a run that trains must not be in use by a running trainer
+    (its ``train.lock``; :class:`~nemo_neko.utils.lock.LockedError` names the holder)."""
+    from nemo_neko.utils.lock import DirectoryLock
+
+    if "train" in run.active_stages():
+        paths = RunPaths(run.run_dir)
+        DirectoryLock(paths.train_lock, what=f"run directory {paths.root}").check()
 
 
 def start(run, run_dir: Path) -> int:
-    """Run every configured stage in order; raise :class:`StageFailed` on the first failure."""
+    """Run every configured stage in order; raise :class:`StageFailed` on the first failure.
+
+    Returns:
+        0, or :data:`~nemo_neko.train.stop.STOPPED_STATUS` when a signal stopped the run.
+    """
     for stage, command in commands(run, run_dir):
-        _run(command, stage)
+        status = _run(command, stage, run_dir)
+        if status is not None:
+            return status
     return 0

@@ -18,6 +18,16 @@ The script holds no logic beyond that: every setting comes from ``<run_dir>/conf
 every step reads. A requeued job (node failure, ``scontrol requeue``) or a resubmitted script
 runs the same stages again: training resumes from the run's latest checkpoint, correction skips
 the records already corrected.
+
+Stopping before the time limit: ``#SBATCH --signal=B:USR1@<cluster.stop_signal_lead>`` has Slurm
+send SIGUSR1 to the batch shell (only) that many seconds before the limit; the shell's trap
+forwards it to the running job step (``kill`` of the ``srun``, which passes it to every task):
+training stops on every rank after the same step, saves a checkpoint and writes
+``<run_dir>/train.stopped``; another stage gets SIGTERM. No later stage starts; with
+``cluster.requeue`` the job then requeues itself (``scontrol requeue $SLURM_JOB_ID``) and
+resumes where it stopped, otherwise it exits with status 75 and says how to resubmit. The
+same by hand: ``scancel --batch --signal=USR1 <job>``. Each step runs in the background
+(``srun ... &``) so that the shell can take the signal while waiting for it (``wait_step``).
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ import sys
 from pathlib import Path
 
 from nemo_neko.launch.local import stage_commands
+from nemo_neko.paths import RunPaths
+from nemo_neko.train.stop import STOPPED_STATUS
 
 SCRIPT_NAME = "run.sbatch"
 
@@ -85,6 +97,8 @@ def _sbatch_options(run, logs: Path, workdir: Path) -> list[str]:
     if cluster.exclusive:
         options.append("--exclusive")
     options.append("--requeue" if cluster.requeue else "--no-requeue")
+    if cluster.stop_signal_lead:
+        options.append(f"--signal=B:USR1@{cluster.stop_signal_lead}")
     options += [
         "--open-mode=append",
         f"--chdir={workdir}",
@@ -95,10 +109,69 @@ def _sbatch_options(run, logs: Path, workdir: Path) -> list[str]:
 
 
 def _srun(cluster, container: list[str], stage_args: list[str], command: str) -> str:
-    """One ``srun`` line, continued over lines for reading."""
+    """One ``srun`` line, continued over lines for reading, started in the background (``&``:
+    :func:`_stop_functions`' ``wait_step`` waits for it)."""
     parts = ["srun", "--kill-on-bad-exit=1", *stage_args, *container, *cluster.srun_args]
-    lines = [" ".join(shlex.quote(p) for p in parts), command]
+    lines = [" ".join(shlex.quote(p) for p in parts), command + " &"]
     return " \\\n    ".join(lines)
+
+
+def _stop_functions(cluster, run_dir: Path, script: Path) -> list[str]:
+    """The trap forwarding SIGUSR1 to the running step, ``wait_step`` and ``stopped``."""
+    if cluster.requeue:
+        then = [
+            '    echo "nemo-neko: job $SLURM_JOB_ID stopped ($1); requeueing it to resume"',
+            '    scontrol requeue "$SLURM_JOB_ID"',
+        ]
+    else:
+        then = [
+            '    echo "nemo-neko: job $SLURM_JOB_ID stopped ($1); resume with: sbatch '
+            + shlex.quote(str(script))
+            + '"'
+        ]
+    return [
+        "",
+        "# SIGUSR1 (Slurm's warning before the time limit, or scancel --batch --signal=USR1) goes",
+        "# to the running step: training stops after its current step with a checkpoint, another",
+        "# stage stops; no later stage starts and the job requeues itself (cluster.requeue).",
+        f"STOPPED_FILE={shlex.quote(str(RunPaths(run_dir).stopped))}",
+        'warned="" step="" forward_as=USR1',
+        "forward() {  # the warning to the running step, if any, as $forward_as",
+        '    if [ -n "$step" ]; then kill -s "$forward_as" "$step" 2>/dev/null || true; fi',
+        "}",
+        "trap 'warned=1; forward' USR1",
+        "wait_step() {  # wait_step SIGNAL: wait for the step just started (&), forwarding as SIGNAL",
+        "    step=$! forward_as=$1",
+        '    if [ -n "$warned" ]; then forward; fi',
+        "    local status=0",
+        "    while :; do  # a trapped signal interrupts wait: wait again until the step is gone",
+        '        wait "$step" && status=0 || status=$?',
+        '        kill -0 "$step" 2>/dev/null || break',
+        "    done",
+        '    step=""',
+        '    return "$status"',
+        "}",
+        f"stopped() {{  # stopped WHAT: end the job before its last stage (status {STOPPED_STATUS})",
+        *then,
+        f"    exit {STOPPED_STATUS}",
+        "}",
+    ]
+
+
+def _after_step(stage: str) -> list[str]:
+    """What the script does when a stage's step has ended (``status``: its exit status)."""
+    if stage == "train":
+        return [
+            f'if [ -e "$STOPPED_FILE" ] && [[ "$status" =~ ^(0|{STOPPED_STATUS})$ ]]; then',
+            '    stopped "training: $(cat "$STOPPED_FILE")"',
+            "fi",
+            'if [ "$status" -ne 0 ]; then exit "$status"; fi',
+            'if [ -n "$warned" ]; then stopped "warned after training had finished"; fi',
+        ]
+    return [
+        f'if [ -n "$warned" ]; then stopped "warned during {stage}"; fi',
+        'if [ "$status" -ne 0 ]; then exit "$status"; fi',
+    ]
 
 
 def _train_step(run, python: str, config: Path, container: list[str]) -> str:
@@ -109,8 +182,11 @@ def _train_step(run, python: str, config: Path, container: list[str]) -> str:
         inner = f"{ranks}; exec {shlex.quote(python)} {module}"
         stage_args = [f"--nodes={cluster.nnodes}", f"--ntasks-per-node={cluster.nproc_per_node}"]
     else:
+        # srun passes a signal to every process of the step, the ranks too: torchrun ignores
+        # SIGUSR1 (it would die of it, or answer with a traceback), the ranks handle it
         inner = (
-            f"exec {shlex.quote(python)} -m torch.distributed.run --nnodes=$SLURM_JOB_NUM_NODES "
+            f'trap "" USR1; exec {shlex.quote(python)} -m torch.distributed.run '
+            f"--nnodes=$SLURM_JOB_NUM_NODES "
             f"--node_rank=$SLURM_NODEID --nproc_per_node={cluster.nproc_per_node} "
             f"--master_addr=$MASTER_ADDR --master_port=$MASTER_PORT {module}"
         )
@@ -155,6 +231,7 @@ def render(run, run_dir: Path, workdir: Path | None = None) -> str:
         'echo "nemo-neko: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on '
         '$SLURM_JOB_NODELIST, rendezvous $MASTER_ADDR:$MASTER_PORT"'
     )
+    lines += _stop_functions(cluster, run_dir, logs / SCRIPT_NAME)
     commands = stage_commands(run, run_dir, python)
     single = ["--nodes=1", "--ntasks=1"]
     for stage in run.active_stages():
@@ -162,9 +239,12 @@ def render(run, run_dir: Path, workdir: Path | None = None) -> str:
         if stage == "train":
             lines.append(f"# train: {world}; resumes from {run_dir / 'checkpoints'}/latest")
             lines.append(_train_step(run, python, config, container))
+            lines.append("status=0; wait_step USR1 || status=$?")
         else:
             lines.append(f"# {stage}: one task on the first node")
             lines.append(_srun(cluster, container, single, shlex.join(commands[stage])))
+            lines.append("status=0; wait_step TERM || status=$?")
+        lines += _after_step(stage)
     return "\n".join(lines) + "\n"
 
 

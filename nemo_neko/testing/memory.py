@@ -17,20 +17,13 @@ step, then measures on its rank
 and :func:`estimated_state` asks :func:`nemo_neko.model.memory_plan.plan_memory` for the same
 figures of the same rank, layout, batch and settings.
 
-Full recomputation re-runs the MoE router outside the micro-batch's task scope, which
-task-guided forcing refuses: measure it with ``routing.forcing=false``. ``ModelConfig`` has no
-``recompute_method`` yet: :func:`build_micro_trainer` passes Megatron's ``uniform`` method, one
-layer per checkpoint, to the build. Megatron's ``CheckpointFunction`` (full recomputation, and
-selective recomputation of ``core_attn``) saves and restores the CUDA generator's state, which a
-CPU-only torch does not have: :func:`cpu_checkpointing` makes that part a no-op while a
-recomputing run is measured (the CPU generator and the RNG tracker's streams are still saved
-and restored).
+Full recomputation is measured with Megatron's ``uniform`` method, one layer per checkpoint
+(what the plan assumes), with task-guided forcing on: the MoE layers replay the first pass's
+task ids in the recomputed forward (:mod:`nemo_neko.moe.layer`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import statistics
 import weakref
@@ -151,25 +144,6 @@ def estimated_state(trainer) -> dict[str, float]:
     return {name: getattr(stage, name) for name in FIGURES}
 
 
-@contextlib.contextmanager
-def cpu_checkpointing():
-    """Megatron's activation checkpoints without a CUDA generator state (CPU-only torch)."""
-    import torch
-
-    if torch.cuda.is_available():
-        yield
-        return
-    from unittest import mock
-
-    from nemo_neko.compat.megatron import tp_random
-
-    with (
-        mock.patch.object(tp_random, "_get_cuda_rng_state", lambda *args, **kwargs: None),
-        mock.patch.object(tp_random, "_set_cuda_rng_state", lambda *args, **kwargs: None),
-    ):
-        yield
-
-
 def write_micro_config(overrides: list[str], root: Path) -> Path:
     """The micro run with ``overrides`` written to ``<root>/run/config.yaml`` (once, before any
     rank starts: the ranks share the run directory, rank 0 trains its tokenizer)."""
@@ -182,16 +156,14 @@ def write_micro_config(overrides: list[str], root: Path) -> Path:
 
 
 def build_micro_trainer(config: Path):
-    """The ``Trainer`` of a saved micro run (full recomputation: Megatron's uniform method, one
-    layer per checkpoint)."""
+    """The ``Trainer`` of a saved micro run (full recomputation without a method: Megatron's
+    uniform method, one layer per checkpoint)."""
     from nemo_neko.config import load_run_config
     from nemo_neko.train.loop import Trainer
 
     run = load_run_config(config)
-    if str(run.model.recompute_granularity) == "full":
-        run.model.build = functools.partial(
-            run.model.build, recompute_method="uniform", recompute_num_layers=1
-        )
+    if str(run.model.recompute_granularity) == "full" and run.model.recompute_method is None:
+        run.model.recompute_method, run.model.recompute_num_layers = "uniform", 1
     return Trainer(run, config.parent)
 
 
@@ -200,11 +172,9 @@ def measure_rank(rank: int, world_size: int, config: str, steps: int) -> None:
     figures of :data:`FIGURES` written next to it as ``rank<rank>.json`` (a
     :func:`~nemo_neko.testing.distributed.run_distributed` worker)."""
     trainer = build_micro_trainer(Path(config))
-    recomputes = trainer.run.model.recompute_granularity is not None
-    with cpu_checkpointing() if recomputes else contextlib.nullcontext():
-        trainer.train_step()  # the optimizer's state exists after the first step
-        measured = measured_state(trainer)
-        measured["activations"] = peak_saved_bytes(trainer, steps)
+    trainer.train_step()  # the optimizer's state exists after the first step
+    measured = measured_state(trainer)
+    measured["activations"] = peak_saved_bytes(trainer, steps)
     figures = {"rank": rank, "pp_rank": trainer.parallel.pp_rank, "measured": measured}
     figures["estimate"] = estimated_state(trainer)
     (Path(config).parent / f"rank{rank}.json").write_text(json.dumps(figures))

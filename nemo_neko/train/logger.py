@@ -2,7 +2,13 @@
 
 Only the logging rank writes (the last pipeline stage of the first data-parallel replica, which
 holds the losses); every record is also appended to ``<run_dir>/metrics.jsonl`` so that runs can
-be compared exactly (the resume test compares per-step losses from it).
+be compared exactly (the resume tests compare per-step losses from it).
+
+A run that resumes at step S (:meth:`TrainingLogger.start`) first drops the records of steps
+after S from ``metrics.jsonl`` (:func:`drop_steps_after`: the steps it is about to redo, logged
+by the interrupted run after its last checkpoint; rewritten atomically), so the file holds each
+step once; TensorBoard hides the same steps of the earlier run (``purge_step``). W&B runs are
+separate runs per start.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ class TrainingLogger:
         self.enabled = enabled
         self.total_steps = total_steps
         self.run_dir = Path(run_dir)
+        self.tensorboard = tensorboard
+        self._metrics = None
         self._writer = None
         self._wandb = None
         self._start = time.perf_counter()
@@ -40,11 +48,6 @@ class TrainingLogger:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
         if wandb_project:
             try:
                 import wandb
@@ -54,10 +57,26 @@ class TrainingLogger:
                 ) from err
             self._wandb = wandb.init(project=wandb_project, name=run_name, dir=str(self.run_dir))
 
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
     def start(self, step: int) -> None:
-        """The loop starts (or resumes) at ``step``: the ETA counts from here."""
+        """The loop starts (or resumes) at ``step``: records of later steps are dropped from
+        ``metrics.jsonl`` (and hidden in TensorBoard), the ETA counts from here."""
         self._start_step = step
         self._start = time.perf_counter()
+        if self.enabled and self._metrics is None:
+            drop_steps_after(self.metrics_path, step)
+            self._open(purge_step=step + 1)
+
+    def _open(self, purge_step: int | None = None) -> None:
+        if self._metrics is None:
+            self._metrics = open(self.metrics_path, "a", encoding="utf-8")
+        if self.tensorboard and self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step)
 
     def eta(self, step: int) -> str:
         """Time left at the speed of the steps this process has run (``"?"`` before any)."""
@@ -74,6 +93,7 @@ class TrainingLogger:
         """Record ``scalars`` at ``step`` (TensorBoard tags ``<kind>/<name>``)."""
         if not self.enabled:
             return
+        self._open()
         record = {
             "step": step,
             "kind": kind,
@@ -101,8 +121,45 @@ class TrainingLogger:
     def close(self) -> None:
         if not self.enabled:
             return
-        self._metrics.close()
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
         if self._wandb is not None:
             self._wandb.finish()
+            self._wandb = None
+
+
+def drop_steps_after(path: str | os.PathLike, step: int) -> int:
+    """Remove the records of steps after ``step`` from a ``metrics.jsonl`` (and a line cut off
+    by a kill); rewritten atomically (temporary file, then ``os.replace``) when anything goes.
+
+    Returns:
+        the number of lines removed or mended (0 when the file is missing or already ends at
+        ``step``).
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            try:
+                record_step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                record_step = None
+            if isinstance(record_step, int) and record_step <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+                dropped += not line.endswith("\n")  # rewrite to end the line
+            elif line.strip():
+                dropped += 1
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.writelines(kept)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    return dropped

@@ -10,6 +10,13 @@ per-token task ids in scope for the routers; then the optimizer step, the LR sch
 (loss overall and per task, load-balancing loss, lr, grad norm, tokens/s, ETA, routing
 statistics), validation and checkpoints at their intervals. A run restarts from its latest
 complete checkpoint by itself.
+
+SIGTERM, SIGINT and SIGUSR1 stop every rank after the same step (an all-reduce of a stop flag
+after each step, :mod:`nemo_neko.train.stop`): the run saves its checkpoint, writes
+``<run_dir>/train.stopped`` and :func:`train` raises :class:`~nemo_neko.train.stop.TrainingStopped`
+(``python -m nemo_neko.train`` alone then exits with status 75: rerun to resume). Rank 0 holds
+``<run_dir>/train.lock`` (``flock``) for the whole run: a second trainer on the run directory is
+refused with :class:`~nemo_neko.utils.lock.LockedError` before it touches anything.
 """
 
 from __future__ import annotations
@@ -35,6 +42,14 @@ from nemo_neko.paths import RunPaths, checkpoint_name
 from nemo_neko.train.freeze import freeze_parameters
 from nemo_neko.train.logger import TrainingLogger
 from nemo_neko.train.optim import BatchPlan, build_optimizer, plan_batches, wrap_ddp
+from nemo_neko.train.stop import (
+    TrainingStopped,
+    signal_name,
+    stop_signals,
+    world_max,
+    write_stop_record,
+)
+from nemo_neko.utils.lock import DirectoryLock, LockedError
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +91,12 @@ class Trainer:
     forward_backward: Callable
     logger: TrainingLogger
     checkpointer: Checkpointer
+    lock: DirectoryLock
+    """``<run_dir>/train.lock``, held by global rank 0 from set-up to the end (:meth:`close`)."""
     step: int
 
     def __init__(self, run, run_dir: str | Path):
-        from nemo_neko.compat import megatron as mc
         from nemo_neko.parallel import initialize_parallel
-        from nemo_neko.train.data import build_mixture, prepare_tokenizer, validation_mixture
-        from nemo_neko.train.step import make_forward_step
 
         self.run, self.paths = run, RunPaths(run_dir)
         self.routing = run.task_routing()  # configuration errors before anything starts
@@ -93,6 +107,18 @@ class Trainer:
             num_experts=run.model.num_experts,
             num_layers=run.model.num_layers,
         )
+        self.lock = self._lock_run_dir()  # before anything in the run directory is written
+        try:
+            self._build(run, ctx)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, run, ctx: ParallelContext) -> None:
+        from nemo_neko.compat import megatron as mc
+        from nemo_neko.train.data import build_mixture, prepare_tokenizer, validation_mixture
+        from nemo_neko.train.step import make_forward_step
+
         self.tokenizer = prepare_tokenizer(run, self.paths.root)
         self.model = run.model.build(
             routing=self.routing,
@@ -153,6 +179,30 @@ class Trainer:
         )
         self.checkpointer = Checkpointer(self.paths.checkpoints, keep=run.train.keep_checkpoints)
         self.step = 0
+
+    def _lock_run_dir(self) -> DirectoryLock:
+        """Global rank 0 takes the run directory's lock; every rank learns whether it got it.
+
+        Raises:
+            LockedError: another trainer holds it (on rank 0: its PID and host).
+        """
+        lock = DirectoryLock(self.paths.train_lock, what=f"run directory {self.paths.root}")
+        refusal = None
+        if dist.get_rank() == 0:
+            try:
+                if not lock.acquire():
+                    log.warning("%s: no flock on this file system; not guarded", lock.path)
+            except LockedError as error:
+                refusal = error
+        if world_max(int(refusal is not None)):
+            raise refusal or LockedError(f"run directory {self.paths.root}: locked (see rank 0)")
+        if lock.held:
+            self.paths.stopped.unlink(missing_ok=True)  # a new training: no stop recorded yet
+        return lock
+
+    def close(self) -> None:
+        """Release the run directory (the lock); the process group stays."""
+        self.lock.release()
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -365,7 +415,10 @@ class Trainer:
                 f"({self.parameters['frozen']:,} frozen)"
             )
         last = {}
+        stop = stop_signals().install()  # idempotent: keeps a signal noted during set-up
         self.logger.start(self.step)
+        if signum := stop.agree():
+            self._stop(signum, early=True)
         while self.step < self.total_steps:
             start = time.perf_counter()
             result = self.train_step()
@@ -377,6 +430,8 @@ class Trainer:
                 self._log_validation()
             if self.run.train.save_interval and self.step % self.run.train.save_interval == 0:
                 self.save()
+            if (signum := stop.agree()) and self.step < self.total_steps:
+                self._stop(signum)
         if self.run.train.eval_interval and self.step % self.run.train.eval_interval:
             self._log_validation()
         latest = self.checkpointer.latest()
@@ -384,6 +439,25 @@ class Trainer:
             self.save()
         self.logger.close()
         return last
+
+    def _stop(self, signum: int, early: bool = False) -> None:
+        """Every rank, after the same step (``early``: before the first): save unless nothing
+        was trained since the last checkpoint, record the stop, raise :class:`TrainingStopped`."""
+        latest = self.checkpointer.latest()
+        if self.step > 0 and (latest is None or latest.name != checkpoint_name(self.step)):
+            self.save()
+            latest = self.checkpointer.latest()
+        name = signal_name(signum)
+        stopped = TrainingStopped(self.step, name, str(latest) if latest else None)
+        if dist.get_rank() == 0:
+            write_stop_record(self.paths.stopped, stopped, self.total_steps)
+        self.logger.note(
+            f"stopping at step {self.step} on {name}{' before the first step' if early else ''}: "
+            + (f"checkpoint {latest}" if latest else "no checkpoint (nothing trained)")
+            + "; rerun the same command to resume"
+        )
+        self.logger.close()
+        raise stopped
 
     def _log_validation(self) -> None:
         result = self.validate()
@@ -401,11 +475,24 @@ class Trainer:
 
 
 def train(run, run_dir: str | Path) -> dict:
-    """Train ``run`` in ``run_dir`` (resuming from its latest checkpoint); returns the last step's figures."""
+    """Train ``run`` in ``run_dir`` (resuming from its latest checkpoint); returns the last step's
+    figures.
+
+    The stop signals are handled from here on (for the rest of the process, see
+    :mod:`nemo_neko.train.stop`).
+
+    Raises:
+        TrainingStopped: a signal stopped the run (after saving; rerun to resume).
+        LockedError: another trainer runs in ``run_dir``.
+    """
     from nemo_neko.parallel import destroy_parallel
 
-    trainer = Trainer(run, run_dir)
+    stop_signals().install()  # a signal during set-up is noted, and honoured before step one
+    trainer = None
     try:
+        trainer = Trainer(run, run_dir)
         return trainer.fit()
     finally:
+        if trainer is not None:
+            trainer.close()
         destroy_parallel()

@@ -1,11 +1,15 @@
 """cluster=slurm without a Slurm: the rendered sbatch script (options, rendezvous, container flags
 present or absent, srun or torchrun), submission through a stand-in sbatch (job id, script and
-log printed), a missing or rejecting sbatch as clear errors, and the Dockerfile."""
+log printed), a missing or rejecting sbatch as clear errors, the Dockerfile, and the script's
+stop path under bash with stand-in srun/scontrol (the warning signal forwarded to the running
+step, no later stage, the job requeued, a failure not)."""
 
 import re
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ import pytest
 from nemo_neko.config import CONF_DIR, to_run_config
 from nemo_neko.launch import launch
 from nemo_neko.launch.slurm import SlurmError, render
+from nemo_neko.train.stop import STOPPED_STATUS
 from tests.launch.test_config import ROOT, compose_config
 
 
@@ -162,3 +167,99 @@ def test_dockerfile_builds_on_a_pinned_nemo_release_without_reinstalling_torch()
     slurm = (CONF_DIR / "cluster" / "slurm.yaml").read_text()
     tag = base.split(":")[1]
     assert f"container_image: nvcr.io#nvidia/nemo:{tag}" in slurm, "the same NeMo release"
+
+
+def test_the_job_asks_for_a_warning_before_its_time_limit(tmp_path):
+    options = sbatch_options(script_of(tmp_path, "cluster=slurm", "cluster.time=01:00:00"))
+    assert "--signal=B:USR1@300" in options and "--requeue" in options
+    options = sbatch_options(
+        script_of(
+            tmp_path, "cluster=slurm", "cluster.stop_signal_lead=900", "cluster.requeue=false"
+        )
+    )
+    assert "--signal=B:USR1@900" in options and "--no-requeue" in options
+    options = sbatch_options(script_of(tmp_path, "cluster=slurm", "cluster.stop_signal_lead=0"))
+    assert not any(o.startswith("--signal") for o in options)
+    with pytest.raises(ValueError, match=r"stop_signal_lead=70000 must be in \[0, 65535\]"):
+        launch(compose_config(["cluster=slurm_local", "cluster.stop_signal_lead=70000"]))
+
+
+# Stand-ins for srun and scontrol around the real script under bash: each "job step" records its
+# arguments and, by the mode the test gives it, ends at once (ok, fail) or waits for a signal:
+# USR1 plays the trainer (writes the stop record, exits 0), TERM another stage (exits 143).
+_SRUN = """#!/bin/bash
+echo "$*" >> "$FAKE/steps"
+n=$(wc -l < "$FAKE/steps")
+mode=$(sed -n "${n}p" "$FAKE/modes")
+case "$mode" in ok) exit 0;; fail) exit 1;; esac
+trap 'echo "$n USR1" >> "$FAKE/signals"; echo "{\\"step\\": 7}" > "$FAKE_STOPPED"; exit 0' USR1
+trap 'echo "$n TERM" >> "$FAKE/signals"; exit 143' TERM
+touch "$FAKE/running.$n"
+while :; do sleep 0.05; done
+"""
+_SCONTROL = """#!/bin/bash
+case "$1" in show) echo localhost;; *) echo "$*" >> "$FAKE/scontrol.log";; esac
+"""
+
+
+def _job(tmp_path, modes: list[str], *overrides, warn_step: int | None = None):
+    """Run the script of a train + correct job under bash with the stand-ins; ``warn_step``:
+    send the batch shell SIGUSR1 (as ``--signal=B:USR1``) once that step runs."""
+    fake = tmp_path / "fake"
+    fake.mkdir(parents=True)
+    for name, body in (("srun", _SRUN), ("scontrol", _SCONTROL)):
+        (fake / name).write_text(body)
+        (fake / name).chmod(0o755)
+    (fake / "modes").write_text("\n".join(modes) + "\n")
+    run_dir = tmp_path / "run"
+    script = tmp_path / "run.sbatch"
+    script.write_text(
+        script_of(tmp_path, "cluster=slurm_local", "stages=[train,correct]", *overrides)
+    )
+    env = {
+        "PATH": f"{fake}:/usr/bin:/bin", "FAKE": str(fake), "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "localhost", "FAKE_STOPPED": str(run_dir / "train.stopped"),
+    }  # fmt: skip
+    run_dir.mkdir(exist_ok=True)
+    proc = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    if warn_step is not None:
+        for _ in range(600):
+            if (fake / f"running.{warn_step}").exists():
+                break
+            assert proc.poll() is None
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=60)
+
+    def lines(name):
+        return (fake / name).read_text().splitlines() if (fake / name).exists() else []
+
+    return proc.returncode, out, lines("steps"), lines("signals"), lines("scontrol.log")
+
+
+def test_the_warning_stops_training_and_the_job_requeues_itself(tmp_path):
+    code, out, steps, signals, scontrol = _job(tmp_path, ["wait", "ok"], warn_step=1)
+    assert code == STOPPED_STATUS == 75
+    assert len(steps) == 1 and "nemo_neko.train" in steps[0], "correct must not start"
+    assert signals == ["1 USR1"] and scontrol == ["requeue 4242"]
+    assert 'nemo-neko: job 4242 stopped (training: {"step": 7}); requeueing it to resume' in out
+
+    code, out, steps, signals, scontrol = _job(
+        tmp_path / "no", ["wait"], "cluster.requeue=false", warn_step=1
+    )
+    assert code == 75 and scontrol == [] and signals == ["1 USR1"]
+    assert f"resume with: sbatch {tmp_path / 'no' / 'run'}/slurm/run.sbatch" in out
+
+
+def test_the_warning_during_correction_stops_it_and_requeues(tmp_path):
+    code, out, steps, signals, scontrol = _job(tmp_path, ["ok", "wait"], warn_step=2)
+    assert code == 75 and len(steps) == 2 and signals == ["2 TERM"]
+    assert scontrol == ["requeue 4242"] and "stopped (warned during correct)" in out
+
+
+def test_without_a_warning_the_stages_run_and_a_failure_is_not_requeued(tmp_path):
+    code, out, steps, signals, scontrol = _job(tmp_path, ["ok", "ok"])
+    assert code == 0 and len(steps) == 2 and signals == scontrol == []
+    (tmp_path / "run" / "train.stopped").write_text("{}\n")  # left by an earlier stop
+    code, out, steps, signals, scontrol = _job(tmp_path / "fail", ["fail", "ok"])
+    assert code == 1 and len(steps) == 1 and scontrol == [], "a failed training is not requeued"

@@ -1,7 +1,10 @@
 """cluster=slurm against a real Slurm: a one-node cluster on this machine (scripts/slurm_local:
 Debian's munged, slurmctld and slurmd started by hand), the tiny model trained by
 ``python launch/run.py cluster=slurm_local`` on 2 tasks (gloo, no container), resumed by a
-second submission and again after ``scontrol requeue``; a rejected submission; teardown always.
+second submission and again after ``scontrol requeue``; the warning signal before the time limit
+(``scancel --batch --signal=USR1``, what ``--signal=B:USR1@<lead>`` sends): training stops with a
+checkpoint, the job requeues itself and resumes to the uninterrupted losses; a rejected
+submission; teardown always.
 
 Skipped without the Slurm and munge binaries or without root, unless ``NEKO_REQUIRE_SLURM=1``
 (CI), where that is a failure.
@@ -129,28 +132,45 @@ def wait(env, job: str, log: Path, timeout: float = 900) -> None:
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
+    """Per-step losses; fails when a step is logged twice (a resume drops the steps it redoes)."""
     out = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         item = json.loads(line)
         if item["kind"] == "train":
+            assert item["step"] not in out, f"step {item['step']} logged twice"
             out[item["step"]] = item["loss"]
     return out
+
+
+def release_requeued(env, job: str) -> None:
+    """Once the requeued ``job`` is pending again, let it start now (Slurm delays requeued jobs)."""
+    for _ in range(60):
+        if job_state(env, job) == "PENDING":
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, timeout=60
+            )
+            return
+        time.sleep(1)
+    pytest.fail(f"job {job} was not requeued: {job_state(env, job)}")
 
 
 def latest(run_dir: Path) -> str:
     return (run_dir / "checkpoints" / "latest").read_text().strip()
 
 
-def test_tiny_trains_on_slurm_then_resumes_after_resubmission_and_requeue(slurm, tmp_path):
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(slurm, tmp_path_factory):
+    """A job that trained the tiny model to step 20 uninterrupted: its run directory, the
+    overrides it was submitted with and its losses (the reference of the stop test)."""
+    root = tmp_path_factory.mktemp("trained")
+    run_dir = root / "run"
     common = [
         *MICRO_OVERRIDES,
-        *write_micro_data(tmp_path / "data"),
+        *write_micro_data(root / "data"),
         "train.epochs=2",
         f"cluster.master_port={_free_ports(1)}",
         "generate.max_records_per_dataset=3",
     ]
-
     job = submit(slurm, run_dir, *common, "train.max_steps=20", "stages=[train]")
     log = run_dir / "slurm" / f"{job}.out"
     wait(slurm, job, log)
@@ -161,6 +181,11 @@ def test_tiny_trains_on_slurm_then_resumes_after_resubmission_and_requeue(slurm,
     assert losses[20] < 0.95 * losses[1], f"the loss must fall: {losses}"
     assert latest(run_dir) == "step_00000020"
     assert (run_dir / "checkpoints" / "step_00000020").is_dir()
+    return run_dir, common, losses
+
+
+def test_tiny_trains_on_slurm_then_resumes_after_resubmission_and_requeue(slurm, trained):
+    run_dir, common, _ = trained
 
     # A second submission into the same run resumes at step 20 and runs every stage.
     job = submit(slurm, run_dir, *common, "train.max_steps=30")
@@ -171,13 +196,7 @@ def test_tiny_trains_on_slurm_then_resumes_after_resubmission_and_requeue(slurm,
         time.sleep(1)
     # ... and once more when Slurm requeues it (as after a node failure), without the delay
     subprocess.run(["scontrol", "requeue", job], env=slurm, check=True, timeout=60)
-    for _ in range(60):
-        if job_state(slurm, job) == "PENDING":
-            subprocess.run(
-                ["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm, timeout=60
-            )
-            break
-        time.sleep(1)
+    release_requeued(slurm, job)
     wait(slurm, job, log)
     text = log.read_text()
     assert f"nemo-neko: job {job} (restart 0)" in text and f"job {job} (restart 1)" in text
@@ -187,6 +206,36 @@ def test_tiny_trains_on_slurm_then_resumes_after_resubmission_and_requeue(slurm,
     assert sorted(losses) == list(range(1, 31)), "steps continue where the checkpoint left off"
     assert latest(run_dir) == "step_00000030"
     assert (run_dir / "predictions.jsonl").exists() and (run_dir / "report.json").exists()
+
+
+def test_the_warning_signal_stops_training_and_the_job_requeues_itself_to_the_end(
+    slurm, trained, tmp_path
+):
+    _, common, expected = trained
+    run_dir = tmp_path / "run"
+    job = submit(slurm, run_dir, *common, "train.max_steps=20", "stages=[train]")
+    log = run_dir / "slurm" / f"{job}.out"
+    deadline = time.monotonic() + 600
+    while not re.search(r"^step +4/20", log.read_text() if log.exists() else "", flags=re.M):
+        assert time.monotonic() < deadline and job_state(slurm, job) not in FAILED | DONE, log
+        time.sleep(0.5)
+    # what --signal=B:USR1@<lead> sends before the time limit: SIGUSR1 to the batch shell only
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=slurm, check=True, timeout=60)
+    release_requeued(slurm, job)
+    wait(slurm, job, log)
+    text = log.read_text()
+    (stop,) = re.findall(r"^stopping at step (\d+) on SIGUSR1: checkpoint (\S+);", text, re.M)
+    step = int(stop[0])
+    assert 4 <= step < 20 and stop[1] == f"{run_dir}/checkpoints/step_{step:08d}", stop
+    assert f'nemo-neko: job {job} stopped (training: {{"step": {step}, ' in text
+    assert "requeueing it to resume" in text and f"job {job} (restart 1)" in text
+    assert f"resumed from {run_dir}/checkpoints/step_{step:08d} at step {step}" in text
+    assert "Traceback" not in text, text[-6000:]
+    losses = train_losses(run_dir)  # each step once, though two runs logged
+    assert sorted(losses) == list(range(1, 21))
+    for s, want in expected.items():
+        assert losses[s] == pytest.approx(want, abs=1e-5), f"step {s}"
+    assert latest(run_dir) == "step_00000020" and not (run_dir / "train.stopped").exists()
 
 
 def test_a_submission_slurm_rejects_is_a_clear_error(slurm, tmp_path):

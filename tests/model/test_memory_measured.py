@@ -35,8 +35,12 @@ CASES = {
         ["train.freeze_layers_below=1", "train.freeze_embeddings=true"],
         1,
     ),
-    "full recompute, forcing off": (
-        ["model.recompute_granularity=full", "routing.forcing=false"],
+    "full recompute (uniform, 1 layer)": (
+        [
+            "model.recompute_granularity=full",
+            "model.recompute_method=uniform",
+            "model.recompute_num_layers=1",
+        ],
         1,
     ),
     "PP2": (["model.parallel.pipeline=2"], 2),

@@ -22,11 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def metrics(run_dir: Path, kind: str = "train") -> dict[int, dict]:
-    """Last record of each step (a resumed run logs the redone steps again)."""
+    """The record of each step; fails when a step is there twice (a resumed run drops the steps
+    it redoes before logging them again)."""
     out = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         item = json.loads(line)
         if item["kind"] == kind:
+            assert item["step"] not in out, f"step {item['step']} logged twice"
             out[item["step"]] = item
     return out
 
