@@ -51,6 +51,12 @@ def frozen(name: str, train) -> str | None:
     return None
 
 
+def _tied_output_copy(name: str, param) -> bool:
+    """The last pipeline stage's copy of tied word embeddings (Megatron marks it
+    ``shared_embedding`` and keeps it equal to the first stage's by summing their gradients)."""
+    return name.startswith("output_layer.") and getattr(param, "shared_embedding", False)
+
+
 def freeze_parameters(chunks, train) -> dict[str, int]:
     """Set ``requires_grad=False`` on the frozen parameters of ``chunks`` (collective when a
     world exists). Returns ``{"frozen": n, "trainable": n}`` parameter *elements* on this rank.
@@ -68,6 +74,8 @@ def freeze_parameters(chunks, train) -> dict[str, int]:
     for chunk in chunks:
         for name, param in global_parameter_names(chunk).items():
             reason = frozen(name, train)
+            if reason is None and train.freeze_embeddings and _tied_output_copy(name, param):
+                reason = "freeze_embeddings"
             if reason is None:
                 counts["trainable"] += param.numel()
                 continue

@@ -124,6 +124,19 @@ def test_shipped_big_config_shrunk_in_width_trains_three_steps(tmp_path, model):
     _check(records, reference, f"{model} shrunk")
 
 
+@pytest.mark.slow
+def test_frozen_tied_embeddings_stay_tied_over_pipeline_stages(tmp_path):
+    """Tied embeddings under PP2 live on both ends of the pipeline: freezing them freezes the last
+    stage's copy too (else it trains alone and the run leaves the one-process run)."""
+    frozen = ["train.freeze_embeddings=true", "model.share_embeddings_and_output_weights=true"]
+    shared = write_layout_runs(tmp_path, overrides=frozen)
+    reference = train_layout(tmp_path, "one_process", 1, [], shared=shared, steps=3)
+    records = train_layout(
+        tmp_path, "pp2", 2, ["model.parallel.pipeline=2"], shared=shared, steps=3
+    )
+    _check(records, reference, "PP2, frozen tied embeddings")
+
+
 PP2_EP2 = ["model.parallel.pipeline=2", "model.parallel.expert=2"]
 TP2_SP = ["model.parallel.tensor=2", "model.parallel.sequence_parallel=true"]
 
