@@ -1,4 +1,5 @@
-"""Test-suite plumbing: GPU markers skip cleanly on machines without CUDA."""
+"""Test-suite plumbing: GPU markers skip cleanly on machines without CUDA; no test may set up
+the parallel state (and the CPU shims) in pytest's own process."""
 
 import pytest
 import torch
@@ -13,3 +14,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "multi_gpu" in item.keywords and gpus < 2:
             item.add_marker(skip_multi)
+
+
+@pytest.fixture(autouse=True)
+def _no_parallel_state_in_the_pytest_process():
+    """Megatron's parallel state and the CPU shims belong in worker processes
+    (:func:`nemo_neko.testing.distributed.run_distributed`, subprocesses): set up in pytest's own
+    process they patch torch for every later test of the session (the cause of HF-logits
+    failures that depended on test order)."""
+    yield
+    from nemo_neko.compat import cpu
+
+    assert not cpu._APPLIED, "this test set up the parallel state in pytest's own process"
