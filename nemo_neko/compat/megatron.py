@@ -584,6 +584,15 @@ def optimizer_loading_template(optimizer):
             inner.state.clear()
 
 
+def _with_current_hyper_parameters(saved: list[dict], current: list[dict]) -> list[dict]:
+    """Saved parameter groups completed with the current groups' hyper-parameters (what the
+    saved ones lack: they were written under another sub-optimizer structure)."""
+    return [
+        {**{k: v for k, v in now.items() if k != "params"}, **group}
+        for group, now in zip(saved, current)
+    ]
+
+
 def _current_groups(part, saved_groups: list[dict]) -> list[dict]:
     """``part``'s own parameter groups (hyper-parameters, no ``params``) with the saved step."""
     step = next((g["step"] for g in saved_groups if "step" in g), None)
@@ -660,10 +669,7 @@ def align_optimizer_state(optimizer, loaded: dict) -> dict:
                 part["state"].setdefault("common_step", common)
             # group hyper-parameters were saved with the flat structure: take the current ones
             current = chained[i].optimizer.param_groups
-            part["param_groups"] = [
-                {**{k: v for k, v in now.items() if k != "params"}, **group}
-                for group, now in zip(part["param_groups"], current)
-            ]
+            part["param_groups"] = _with_current_hyper_parameters(part["param_groups"], current)
         return aligned
     if count == 1 and indexed and "state" in flat:
         steps = [
@@ -675,10 +681,9 @@ def align_optimizer_state(optimizer, loaded: dict) -> dict:
             flat["state"]["common_step"] = steps[0]
         # the groups' hyper-parameters were saved per sub-optimizer: take the current ones
         single = chained[0].optimizer if chained is not None else optimizer.optimizer
-        flat["param_groups"] = [
-            {**{k: v for k, v in now.items() if k != "params"}, **group}
-            for group, now in zip(flat.get("param_groups", []), single.param_groups)
-        ]
+        flat["param_groups"] = _with_current_hyper_parameters(
+            flat.get("param_groups", []), single.param_groups
+        )
         return flat
     return loaded
 

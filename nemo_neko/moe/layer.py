@@ -171,17 +171,18 @@ class NeKoMoELayer(MoELayer):
             return super().route(hidden_states, padding_mask)
 
 
-def _moe_layers(modules) -> list[NeKoMoELayer]:
+def moe_layers(modules) -> list[NeKoMoELayer]:
+    """The NeKo MoE layers inside ``modules`` (e.g. a rank's model chunks), in module order."""
     return [m for module in modules for m in module.modules() if isinstance(m, NeKoMoELayer)]
 
 
 def pending_recomputes(modules) -> int:
     """Queued first-pass ids not yet consumed by a recomputed forward, over ``modules``' layers
     (0 after every complete forward-backward step)."""
-    return sum(len(layer._recompute_ids) for layer in _moe_layers(modules))
+    return sum(len(layer._recompute_ids) for layer in moe_layers(modules))
 
 
 def clear_recomputes(modules) -> None:
     """Drop queued ids (a step that failed between its forward and its backward)."""
-    for layer in _moe_layers(modules):
+    for layer in moe_layers(modules):
         layer._recompute_ids.clear()

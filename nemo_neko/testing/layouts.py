@@ -57,9 +57,9 @@ def _records(trainer, steps: int, grads_path: str | None = None) -> list[dict]:
     import torch
 
     from nemo_neko.model.checkpoint import unwrap
-    from nemo_neko.moe.layer import NeKoMoELayer
+    from nemo_neko.moe.layer import moe_layers
 
-    layers = [m for c in trainer.chunks for m in c.modules() if isinstance(m, NeKoMoELayer)]
+    layers = moe_layers(trainer.chunks)
     out = []
     while trainer.step < steps:
         result = trainer.train_step()

@@ -35,7 +35,7 @@ from nemo_neko.data.tokenizer import TextTokenizer
 from nemo_neko.model.build import NeKoModel
 from nemo_neko.model.checkpoint import Checkpointer
 from nemo_neko.moe.config import TaskRoutingConfig
-from nemo_neko.moe.layer import clear_recomputes, pending_recomputes
+from nemo_neko.moe.layer import clear_recomputes, moe_layers, pending_recomputes
 from nemo_neko.moe.stats import forced_share
 from nemo_neko.parallel.context import ParallelContext
 from nemo_neko.paths import RunPaths, checkpoint_name
@@ -340,12 +340,9 @@ class Trainer:
 
     def routing_table(self) -> torch.Tensor:
         """Tokens per (expert, task slot, gate/forced), summed over layers and ranks (collective)."""
-        from nemo_neko.moe.layer import NeKoMoELayer
         from nemo_neko.moe.stats import collect_routing_stats
 
-        layers = [
-            m for chunk in self.chunks for m in chunk.modules() if isinstance(m, NeKoMoELayer)
-        ]
+        layers = moe_layers(self.chunks)
         stats = collect_routing_stats(layers, group=self.parallel.ep)
         table = torch.zeros(self.run.model.num_experts, self.num_tasks + 1, 2, dtype=torch.float64)
         for counts in stats.values():
@@ -357,7 +354,7 @@ class Trainer:
     def _aux_losses(self) -> dict[str, float]:
         from nemo_neko.compat import megatron as mc
 
-        moe_layers = max(
+        num_moe_layers = max(
             1, sum(self.run.model.is_moe_layer(i) for i in range(self.run.model.num_layers))
         )
         values = {}
@@ -368,7 +365,7 @@ class Trainer:
                 total += float(tensor.sum())
             dist.all_reduce(total, group=self.parallel.pp)  # all layers
             if tensor is not None or total.item():
-                values[name] = total.item() / moe_layers / self.plan.micro_batches_per_step
+                values[name] = total.item() / num_moe_layers / self.plan.micro_batches_per_step
         mc.clear_aux_losses()
         return values
 
