@@ -128,7 +128,9 @@ def wait(env, job: str, log: Path, timeout: float = 900) -> None:
             break
         time.sleep(2)
     tail = log.read_text()[-6000:] if log.exists() else "(no log)"
-    pytest.fail(f"job {job} ended {state}; log {log}:\n{tail}")
+    ctld = Path(env["NEKO_SLURM_DIR"]) / "log" / "slurmctld.log"
+    events = "\n".join(ctld.read_text().splitlines()[-30:]) if ctld.exists() else "(no log)"
+    pytest.fail(f"job {job} ended {state}; log {log}:\n{tail}\nslurmctld.log:\n{events}")
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
@@ -143,9 +145,13 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 
 
 def release_requeued(env, job: str) -> None:
-    """Once the requeued ``job`` is pending again, let it start now (Slurm delays requeued jobs)."""
+    """Once the requeued ``job`` is pending again, let it start now instead of after the delay
+    Slurm puts on requeued jobs. Not within the same second as the requeue: slurmd revokes the
+    old run's credential with a timestamp in seconds and refuses ("Job credential revoked",
+    the job FAILED) a new one issued in that second, the race Slurm's own delay avoids."""
     for _ in range(60):
         if job_state(env, job) == "PENDING":
+            time.sleep(2)
             subprocess.run(
                 ["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, timeout=60
             )
