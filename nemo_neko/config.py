@@ -37,6 +37,8 @@ class Stage(StrEnum):
     train = "train"
     correct = "correct"
     report = "report"
+    leaderboard = "leaderboard"
+    """The Open ASR Leaderboard path (nothing to do without ``leaderboard.sets``)."""
 
 
 STAGES = tuple(s.value for s in Stage)
@@ -202,6 +204,34 @@ class GenerateConfig:
 
 
 @dataclass
+class LeaderboardConfig:
+    """The ``leaderboard`` stage (``python -m nemo_neko.eval leaderboard --run-dir RUN``): first
+    pass, N-best lists, NeKo correction and the side-by-side leaderboard score of the test sets
+    (:mod:`nemo_neko.eval.leaderboard`). Inactive while ``sets`` is empty."""
+
+    sets: list[str] = field(default_factory=list)
+    """``<dataset>_<split>=cuts.jsonl.gz`` or folders of recipe manifests."""
+    first_pass: str = "canary"
+    """A backend (``canary``: the leaderboard's setting; ``pocketsphinx``) or a folder/file of
+    leaderboard result manifests of any model."""
+    first_pass_options: dict[str, Any] = field(default_factory=dict)
+    """The first-pass backend's options (canary: ``model``; ``method`` is ``first_pass``)."""
+    first_pass_model: str | None = None
+    """The first pass's model label in the manifests (default: from the backend or files)."""
+    nbest_backend: str = "canary"
+    nbest_options: dict[str, Any] = field(default_factory=dict)
+    """The N-best backend's options (canary: ``model``, ``method`` beam or sample, ...)."""
+    n: int = 5
+    """Hypotheses per correction record, the first pass included."""
+    batch_size: int = 16
+    protocol: str = "oal2026"
+    """``oal2026`` (the leaderboard now) or ``esb2024`` (the paper's)."""
+    out: str | None = None
+    """Output folder (default ``<run_dir>/leaderboard``)."""
+    seed: int = 0
+
+
+@dataclass
 class ClusterConfig:
     """Where the run executes: ``local`` (torchrun in place) or ``slurm`` (an sbatch job).
 
@@ -340,7 +370,8 @@ class RunConfig:
     run_dir: str = "runs/${name}"
     seed: int = 1234
     stages: list[Stage] = field(default_factory=lambda: list(Stage))
-    """What the launcher runs, in order: train, correct, report."""
+    """What the launcher runs, in order: prepare, train, correct, report, leaderboard (each only
+    when it has work: :meth:`active_stages`)."""
     dry_run: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     base: BaseModelConfig = field(default_factory=BaseModelConfig)
@@ -350,11 +381,18 @@ class RunConfig:
     ``data.train`` by :meth:`task_routing`)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    leaderboard: LeaderboardConfig = field(default_factory=LeaderboardConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def active_stages(self) -> list[Stage]:
-        """The stages that have work: ``prepare`` only with a ``base.source``."""
-        return [s for s in self.stages if s != Stage.prepare or self.base.source is not None]
+        """The stages that have work: ``prepare`` only with a ``base.source``, ``leaderboard``
+        only with ``leaderboard.sets``."""
+        idle = set()
+        if self.base.source is None:
+            idle.add(Stage.prepare)
+        if not self.leaderboard.sets:
+            idle.add(Stage.leaderboard)
+        return [s for s in self.stages if s not in idle]
 
     def task_routing(self) -> TaskRoutingConfig:
         """The routing the model's layers use: training dataset ``i`` is task ``i``, mapped to

@@ -20,6 +20,11 @@ Correct records with a trained run (greedy decoding, KV cache; resumable)::
     python -m nemo_neko.eval correct --run-dir runs/neko-tiny
     python -m nemo_neko.eval correct --run-dir runs/neko-tiny --records r.jsonl --out preds.jsonl
 
+The Open ASR Leaderboard in one command (first pass, N-best, correction, manifests, score)::
+
+    python -m nemo_neko.eval leaderboard --run-dir runs/neko-8x7b \
+        --sets data/asr/test/ --first-pass canary --nbest-backend canary --protocol oal2026
+
 Exit status: 0 on success, 2 on bad input (the message names file, line and field).
 ``--help`` imports nothing heavy (no torch, no Megatron).
 """
@@ -122,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     correct.add_argument("--batch-size", type=int, default=None)
     correct.set_defaults(run=run_correct)
+
+    from nemo_neko.eval.leaderboard.cli import add_parser as add_leaderboard
+
+    add_leaderboard(sub)
     return parser
 
 

@@ -8,8 +8,8 @@ reshards whatever layout it was trained with) and put in eval mode: routing is p
 router probability, with no task knowledge. Prompts are the tasks' own (as in training); each
 record gets at most ``min(max_new_tokens, ratio * tokens of its 1-best/source + extra)`` new tokens.
 
-Predictions are appended to a JSONL file (``{"id", "prediction", "record", "source"}``) batch
-by batch; each line records the checkpoint (name, step, fingerprint) and the generation settings
+Predictions are appended to a JSONL file (``{"id", "prediction", "record", "source", "time"}``:
+``time`` is the decoding seconds of the record's batch divided by its size) batch by batch; each line records the checkpoint (name, step, fingerprint) and the generation settings
 it came from (:mod:`nemo_neko.inference.provenance`). A rerun with the same checkpoint and
 settings skips the ids already there (a line cut short by a kill is dropped and redone); one
 with another checkpoint (more training) or other settings moves the old file aside and starts
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -185,6 +186,7 @@ def correct_records(
     with counter, open(out, "a", encoding="utf-8") as fh:
         for chunk_start in range(0, len(todo), chunk_size):
             chunk = todo[chunk_start : chunk_start + chunk_size]
+            started = time.perf_counter()
             generations = decoder.generate(
                 [prompts[r.id] for r in chunk],
                 [limits[r.id] for r in chunk],
@@ -192,6 +194,7 @@ def correct_records(
                 labels=list(range(len(chunk))),
                 num_labels=chunk_size,
             )
+            seconds = (time.perf_counter() - started) / len(chunk)  # the leaderboard's share
             routed = counter.take(len(chunk)) if counter.layers else [None] * len(chunk)
             for record, generation, routing in zip(chunk, generations, routed):
                 text = tokenizer.decode(generation.tokens).strip()
@@ -200,6 +203,7 @@ def correct_records(
                     "prediction": text,
                     "record": digests[record.id],
                     "source": source,
+                    "time": seconds,
                 }
                 if routing is not None:
                     line["routing"] = routing

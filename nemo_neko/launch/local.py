@@ -105,6 +105,7 @@ def stage_commands(run, run_dir: Path, python: str = sys.executable) -> dict[str
             str(paths.report("png")),
         ]
         + (["--routing", str(paths.routing)] if run.model.num_experts else []),
+        "leaderboard": [python, "-m", "nemo_neko.eval", "leaderboard", "--run-dir", str(run_dir)],
     }
 
 

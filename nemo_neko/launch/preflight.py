@@ -12,7 +12,9 @@ own files, so that a mistake is one line before torchrun starts or Slurm allocat
 * ``train``/``correct``: the run's ``checkpoints/latest``, when there, names a complete
   checkpoint with every shard (:mod:`nemo_neko.model.checkpoint_files`);
 * ``correct`` without ``train``: the held-out files, and a checkpoint and tokenizer to use;
-* ``report`` without ``correct``: the predictions and the records beside them.
+* ``report`` without ``correct``: the predictions and the records beside them;
+* ``leaderboard`` with ``leaderboard.sets``: every set's manifest (or folder of recipe
+  manifests), the backends, the first-pass manifests when given, and a checkpoint to use.
 
 On Slurm with a container, paths under a ``cluster.container_mounts`` destination are checked at
 their source on this machine.
@@ -131,6 +133,8 @@ def check_inputs(run, run_dir: str | os.PathLike) -> None:
             )
         if not has_tokenizer:
             raise FileNotFoundError(f"{paths.tokenizer}: the run has no tokenizer (train it first)")
+    if "leaderboard" in stages and run.leaderboard.sets:
+        check_leaderboard(run, paths, stages, listed)
     if "report" in stages and "correct" not in stages:
         for needed in (paths.predictions, paths.corrected_records):
             if not needed.exists():
@@ -138,3 +142,43 @@ def check_inputs(run, run_dir: str | os.PathLike) -> None:
                     f"{needed}: nothing to report (stages=[{listed}] without correct; run "
                     f"the correct stage first)"
                 )
+
+
+def check_leaderboard(run, paths: RunPaths, stages: set, listed: str) -> None:
+    """The ``leaderboard`` stage's sets, backends and first-pass manifests exist (cut files are
+    read by the stage itself, before its first recogniser loads), and a checkpoint will."""
+    from nemo_neko.asr.backends import BACKENDS, known_backends
+    from nemo_neko.eval.leaderboard.sets import find_sets
+
+    board = run.leaderboard
+    mapped = []
+    for given in board.sets:
+        name, sep, path = given.partition("=")
+        mapped.append(
+            f"{name}={host_path(path, run.cluster)}" if sep else str(host_path(given, run.cluster))
+        )
+    try:
+        find_sets(mapped)
+    except ValueError as err:
+        raise ValueError(f"leaderboard.sets: {err}") from None
+    if board.nbest_backend not in BACKENDS:
+        raise ValueError(
+            f"leaderboard.nbest_backend: unknown backend {board.nbest_backend!r} (known: "
+            f"{', '.join(known_backends())})"
+        )
+    if board.first_pass not in BACKENDS and not host_path(board.first_pass, run.cluster).exists():
+        raise FileNotFoundError(
+            f"leaderboard.first_pass: {board.first_pass!r} is neither a backend "
+            f"({', '.join(known_backends())}) nor a folder or file of result manifests"
+        )
+    if "train" not in stages and read_latest_checkpoint(paths) is None:
+        raise FileNotFoundError(
+            f"{paths.checkpoints}: no checkpoint for the leaderboard stage (stages=[{listed}] "
+            "without train; train the run first)"
+        )
+
+
+def read_latest_checkpoint(paths: RunPaths):
+    from nemo_neko.model.checkpoint_files import read_latest
+
+    return read_latest(paths.checkpoints, shards=True)

@@ -46,7 +46,8 @@ def test_defaults_compose_into_the_embedded_default():
         and run.train.warmup_fraction == 0.1
         and run.train.clip_grad == 1.0
     )
-    assert run.stages == ["prepare", "train", "correct", "report"]
+    assert run.stages == ["prepare", "train", "correct", "report", "leaderboard"]
+    assert run.active_stages() == ["prepare", "train", "correct", "report"]  # no leaderboard.sets
     # the pretrained model is upcycled in its top layers only, and only they train
     moe = [i for i in range(run.model.num_layers) if run.model.is_moe_layer(i)]
     assert moe == list(range(run.train.freeze_layers_below, run.model.num_layers))
@@ -55,6 +56,11 @@ def test_defaults_compose_into_the_embedded_default():
     tiny = to_run_config(compose_config(["model=tiny"]))
     assert tiny.model.name == "tiny" and tiny.base.source is None
     assert tiny.active_stages() == ["train", "correct", "report"]
+    # the leaderboard stage runs once it has test sets
+    scored = to_run_config(
+        compose_config(["model=tiny", "leaderboard.sets=['ls_test=x.jsonl.gz']"])
+    )
+    assert scored.active_stages() == ["train", "correct", "report", "leaderboard"]
 
 
 def test_unknown_keys_and_wrong_types_are_rejected():
@@ -64,8 +70,9 @@ def test_unknown_keys_and_wrong_types_are_rejected():
         to_run_config(compose_config(["model.num_layers=many"]))
     with pytest.raises(ConfigCompositionException, match=r"stages=\[train,deploy\]") as error:
         to_run_config(compose_config(["stages=[train,deploy]"]))
-    assert "Invalid value 'deploy', expected one of [prepare, train, correct, report]" in str(
-        error.value.__cause__
+    assert (
+        "Invalid value 'deploy', expected one of [prepare, train, correct, report, leaderboard]"
+        in str(error.value.__cause__)
     )
 
 

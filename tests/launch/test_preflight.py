@@ -109,6 +109,26 @@ def test_stages_that_need_earlier_stages(tmp_path):
     )
 
 
+def test_the_leaderboard_stages_inputs_are_checked_before_training_starts(tmp_path):
+    missing = tmp_path / "ls_cuts_test.jsonl.gz"
+    assert one_line(tmp_path, "model=tiny", f"leaderboard.sets=['ls_test={missing}']") == (
+        f"error: leaderboard.sets: ls_test={missing}: no such cut manifest '{missing}'"
+    )
+    missing.write_bytes(b"")
+    sets = f"leaderboard.sets=[{tmp_path}]"
+    assert one_line(tmp_path, "model=tiny", sets, "leaderboard.first_pass=whisper") == (
+        "error: leaderboard.first_pass: 'whisper' is neither a backend (canary, pocketsphinx) "
+        "nor a folder or file of result manifests"
+    )
+    assert one_line(tmp_path, "model=tiny", sets, "stages=[leaderboard]") == (
+        f"error: {tmp_path}/run/checkpoints: no checkpoint for the leaderboard stage "
+        "(stages=[leaderboard] without train; train the run first)"
+    )
+    status, out, err = launch(tmp_path, "model=tiny", sets, "dry_run=true")
+    assert status == 0, err
+    assert f"[leaderboard] {sys.executable} -m nemo_neko.eval leaderboard --run-dir" in out
+
+
 def test_a_good_dry_run_still_passes_and_writes_nothing(tmp_path):
     status, out, err = launch(tmp_path, "dry_run=true")
     assert status == 0, err
