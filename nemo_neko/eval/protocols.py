@@ -27,6 +27,30 @@ IGNORED_REFERENCE = "ignore time segment in scoring"
 """References the leaderboard never scores (TED-LIUM's marker), compared after normalising."""
 
 
+ESB_SETS = ("ami_test", "earnings22_test", "gigaspeech_test", "librispeech_test.clean",
+            "librispeech_test.other", "spgispeech_test", "tedlium_test", "voxpopuli_test")  # fmt: skip
+"""The eight sets of the paper-era average (ESB test sets, ``hf-audio/esb-datasets-test-only``)."""
+
+OAL2026_SETS = ("ami_cleaned_test", "earnings22_cleaned_aa_chunked_test", "gigaspeech_cleaned_test",
+                "librispeech_test.clean", "librispeech_test.other", "spgispeech_test",
+                "voxpopuli_cleaned_aa_test")  # fmt: skip
+"""The seven sets of the current English short-form average (huggingface/open_asr_leaderboard
+``normalizer/eval_utils.py`` at d1e99b2, 2026-08-21): AMI-Cleaned, Earnings22-Cleaned-AA-chunked,
+Gigaspeech-Cleaned, LS Clean, LS Other, SPGISpeech, Voxpopuli-Cleaned-AA (TED-LIUM dropped)."""
+
+
+def covered_sets(protocol: Protocol, datasets: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(public sets among datasets, public sets missing)``; a dataset key matches a set when
+    it is the set's key or ends with ``_<key>`` (the leaderboard's own file names put the
+    dataset path first: ``hf-audio-open-asr-leaderboard_ami_cleaned_test``)."""
+    present = [
+        key
+        for key in protocol.public_sets
+        if any(d == key or d.endswith("_" + key) for d in datasets)
+    ]
+    return present, [key for key in protocol.public_sets if key not in present]
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How one leaderboard era turns a manifest into a WER."""
@@ -41,6 +65,8 @@ class Protocol:
     """Corpus error counts of (normalised references, normalised predictions)."""
     counter: str
     """What :attr:`count_errors` uses, for the output."""
+    public_sets: tuple[str, ...] = ()
+    """The dataset keys (``<dataset>_<split>``) the leaderboard's public average is taken over."""
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -53,6 +79,7 @@ PROTOCOLS: dict[str, Protocol] = {
             merges_chunks=False,
             count_errors=jiwer_counts,
             counter="jiwer",
+            public_sets=ESB_SETS,
         ),
         Protocol(
             name="oal2026",
@@ -61,6 +88,7 @@ PROTOCOLS: dict[str, Protocol] = {
             merges_chunks=True,
             count_errors=kaldialign_counts,
             counter="kaldialign batch_error_rate(merge_compounds=True)",
+            public_sets=OAL2026_SETS,
         ),
     )
 }

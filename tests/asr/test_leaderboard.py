@@ -155,6 +155,10 @@ def test_the_whole_leaderboard_path_writes_manifests_and_scores_of_both_systems(
     assert composite["first_pass_wer"] == mean and composite["datasets"] == 2
     markdown = (out / "leaderboard.md").read_text()
     assert "| composite (2 sets) |" in markdown and "session" in markdown
+    assert (
+        "covers 1 of the leaderboard's 7 public oal2026 sets (missing: ami_cleaned_test,"
+        in markdown
+    )
     assert (out / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "leaderboard.json").read_text())["run"]["checkpoint"]
 

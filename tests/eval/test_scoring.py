@@ -143,3 +143,17 @@ def test_protocols_differ_on_chunked_predictions(write):
 def test_unknown_protocol():
     with pytest.raises(KeyError, match="unknown protocol 'x'.*esb2024, oal2026"):
         get_protocol("x")
+
+
+def test_the_public_sets_of_each_protocol_and_which_a_run_covers():
+    from nemo_neko.eval.protocols import covered_sets, get_protocol
+
+    now, paper = get_protocol("oal2026"), get_protocol("esb2024")
+    assert len(now.public_sets) == 7 and "tedlium_test" not in now.public_sets
+    assert "earnings22_cleaned_aa_chunked_test" in now.public_sets
+    assert len(paper.public_sets) == 8 and "tedlium_test" in paper.public_sets
+    files = ["hf-audio-open-asr-leaderboard_ami_cleaned_test", "librispeech_test.clean", "ami_test"]
+    present, missing = covered_sets(now, files)
+    assert present == ["ami_cleaned_test", "librispeech_test.clean"] and len(missing) == 5
+    assert covered_sets(paper, files)[0] == ["ami_test", "librispeech_test.clean"]
+    assert covered_sets(now, list(now.public_sets)) == (list(now.public_sets), [])

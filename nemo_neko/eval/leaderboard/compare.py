@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nemo_neko.eval.protocols import covered_sets, get_protocol
 from nemo_neko.eval.render import fmt, markdown_table, text_table, write_json, write_text
 from nemo_neko.eval.scoring import ScoreResult
 
@@ -45,6 +46,7 @@ def compare(scored: ScoreResult, first_model: str, corrected_model: str) -> dict
         )
     composites = {c.model: c for c in scored.composites}
     first, fixed = composites[first_model], composites[corrected_model]
+    present, missing = covered_sets(get_protocol(scored.protocol), [d["dataset"] for d in datasets])
     return {
         "protocol": scored.protocol,
         "description": scored.description,
@@ -58,6 +60,8 @@ def compare(scored: ScoreResult, first_model: str, corrected_model: str) -> dict
             "relative_change": _change(first.wer, fixed.wer),
             "first_pass_rtfx": first.rtfx,
             "corrected_rtfx": fixed.rtfx,
+            "public_sets": present,
+            "public_sets_missing": missing,
         },
         "scores": scored.to_dict(),
     }
@@ -99,16 +103,32 @@ def heading(comparison: dict) -> str:
 
 
 def comparison_text(comparison: dict) -> str:
-    return heading(comparison) + "\n" + text_table(HEADERS, _cells(comparison))
+    return "\n".join(
+        [heading(comparison), text_table(HEADERS, _cells(comparison)), coverage(comparison)]
+    )
 
 
 def comparison_markdown(comparison: dict) -> str:
     notes = [f"- {d['dataset']}: {n}" for d in comparison["datasets"] for n in d["notes"]]
     parts = [f"## {heading(comparison)}", "", comparison["description"], ""]
     parts += [markdown_table(HEADERS, _cells(comparison)), ""]
+    parts += [coverage(comparison), ""]
     if notes:
         parts += ["Notes:", *notes, ""]
     return "\n".join(parts)
+
+
+def coverage(comparison: dict) -> str:
+    """Whether the composite is the leaderboard's average: its public sets, all scored."""
+    c = comparison["composite"]
+    total = len(c["public_sets"]) + len(c["public_sets_missing"])
+    if not c["public_sets_missing"]:
+        return f"The composite is the leaderboard's {comparison['protocol']} average: all {total} public sets."
+    missing = ", ".join(c["public_sets_missing"])
+    return (
+        f"The composite covers {len(c['public_sets'])} of the leaderboard's {total} public "
+        f"{comparison['protocol']} sets (missing: {missing}): not comparable to its average."
+    )
 
 
 def write_chart(comparison: dict, path: str | os.PathLike) -> None:
