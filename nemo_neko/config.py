@@ -201,6 +201,15 @@ class GenerateConfig:
     """Correct only the first N records of each held-out dataset (None = all)."""
     no_repeat_ngram_size: int = 0
     """Never generate an n-gram twice within one answer (0 = off; the prompt does not count)."""
+    tensor_parallel: int = 1
+    """Tensor-parallel size TP of ``correct`` under torchrun/srun (sequence parallelism off;
+    ``--tensor-parallel`` overrides it). The checkpoint is resharded from any training layout."""
+    expert_parallel: int = 1
+    """Expert-parallel size EP of ``correct`` (``--expert-parallel`` overrides it). The ranks left
+    over, ``world / (TP x EP)``, decode separate shares of the records."""
+    pipeline_parallel: int = 1
+    """Pipeline-parallel size of ``correct``: only 1 (the KV-cache decoder runs every layer on
+    each rank of a replica); ``--pipeline-parallel`` overrides it."""
 
 
 @dataclass

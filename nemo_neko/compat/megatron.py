@@ -226,6 +226,7 @@ def parallel_groups() -> dict[str, Any]:
         "dp": ps.get_data_parallel_group(with_context_parallel=False),
         "dp_cp": ps.get_data_parallel_group(with_context_parallel=True),
         "expt_dp": ps.get_expert_data_parallel_group(),
+        "expt_mp": ps.get_expert_tensor_and_model_parallel_group(),
     }
 
 

@@ -19,6 +19,8 @@ Correct records with a trained run (greedy decoding, KV cache; resumable)::
 
     python -m nemo_neko.eval correct --run-dir runs/neko-tiny
     python -m nemo_neko.eval correct --run-dir runs/neko-tiny --records r.jsonl --out preds.jsonl
+    torchrun --standalone --nproc_per_node 4 -m nemo_neko.eval correct --run-dir runs/neko-tiny \\
+        --tensor-parallel 2 --expert-parallel 2
 
 The Open ASR Leaderboard in one command (first pass, N-best, correction, manifests, score)::
 
@@ -126,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="correct the first N records of each dataset (default: the run config's)",
     )
     correct.add_argument("--batch-size", type=int, default=None)
+    layout = correct.add_argument_group(
+        "layout (under torchrun/srun)",
+        "ranks per model replica are TP x EP; world / (TP x EP) replicas decode separate shares "
+        "of the records. Default: the run config's generate.tensor_parallel / expert_parallel",
+    )
+    layout.add_argument("--tensor-parallel", type=int, metavar="N", help="tensor-parallel size TP")
+    layout.add_argument("--expert-parallel", type=int, metavar="N", help="expert-parallel size EP")
+    layout.add_argument(
+        "--pipeline-parallel",
+        type=int,
+        metavar="N",
+        help="only 1: generation does not split the model into pipeline stages",
+    )
     correct.set_defaults(run=run_correct)
 
     from nemo_neko.eval.leaderboard.cli import add_parser as add_leaderboard
@@ -141,9 +156,24 @@ def run_correct(args) -> None:
     from nemo_neko.inference.correct import correct_records
 
     out = correct_records(
-        args.run_dir, args.records, args.out, args.limit_per_dataset, args.batch_size
+        args.run_dir,
+        args.records,
+        args.out,
+        args.limit_per_dataset,
+        args.batch_size,
+        tensor_parallel=args.tensor_parallel,
+        expert_parallel=args.expert_parallel,
+        pipeline_parallel=args.pipeline_parallel,
     )
-    print(f"predictions: {out}")
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if dist.is_initialized():
+        from nemo_neko.parallel import destroy_parallel
+
+        destroy_parallel()
+    if rank == 0:
+        print(f"predictions: {out}")
 
 
 def run_score(args) -> None:

@@ -10,7 +10,22 @@ prompts of similar length (sorted), which keeps that feeding short.
 generation benchmark compares against, and an independent check of the cached path.
 
 The model must be in eval mode: NeKo routers then route by plain top-k, without task ids.
-Shapes: B rows, P prompt tokens, T = P + new tokens.
+
+Split over the ranks of one model replica (tensor and expert parallelism, ``correct`` under
+torchrun: :mod:`.sharding`), every rank runs the same batches and steps: the logits are gathered
+over TP (``runtime_gather_output=True``, ``[B, V]`` whole on every rank), and the tokens chosen
+at each step are broadcast from the replica's first rank (``group``), so every decision of the
+loop (the next token, which rows have finished, when the batch ends) is the same on all of them
+even where the ranks' floating-point sums differ in the last bit.
+
+Megatron-Core's own inference engine is not used: its dynamic engine (which the static one now
+wraps) needs CUDA (``torch.cuda.memory_stats``, CUDA memory pools, NVTX ranges, device tensors
+from ``torch.cuda.current_device()``), so it cannot run on the CPU machines this project tests
+on; and ``correct`` needs what it does not give: each prompt's routing counted per record during
+the prefill (task-id scope labels, :mod:`.routing`), the n-gram ban and a per-row token bound.
+This decoder uses Megatron's model, attention and ``StaticInferenceContext`` KV cache unchanged.
+
+Shapes: B rows, P prompt tokens, T = P + new tokens, V vocabulary (padded).
 """
 
 from __future__ import annotations
@@ -19,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 
 @dataclass
@@ -51,8 +67,11 @@ def banned_next_tokens(tokens: Sequence[int], n: int) -> list[int]:
 
 
 class _Decoder:
-    def __init__(self, model, eos_id: int, pad_id: int, no_repeat_ngram_size: int = 0):
+    def __init__(self, model, eos_id: int, pad_id: int, no_repeat_ngram_size: int = 0, group=None):
+        """``group``: the ranks of one model replica (``torch.distributed`` group; None: one
+        rank); the chosen tokens are broadcast from its first rank at every step."""
         self.model = model
+        self.group = group
         self.eos_id = eos_id
         self.pad_id = pad_id
         self.no_repeat_ngram_size = no_repeat_ngram_size
@@ -95,7 +114,11 @@ class _Decoder:
                 banned = banned_next_tokens(tokens, n)
                 if banned:
                     logits_BV[r, banned] = float("-inf")
-        return logits_BV.argmax(dim=-1).tolist()
+        choice_B = logits_BV.argmax(dim=-1)
+        if self.group is not None and dist.get_world_size(self.group) > 1:
+            choice_B = choice_B.to(self.device).contiguous()
+            dist.broadcast(choice_B, group=self.group, group_src=0)
+        return choice_B.tolist()
 
     def _step_logits(self, tokens_BT, positions_BT, start: int, end: int):
         raise NotImplementedError

@@ -13,6 +13,13 @@ sums them per dataset into ``routing.json``, with the training-time assignment::
      "counts": {layer: [[prompt tokens of dataset d on expert e] per d]},   # [D][E] per layer
      "training_expert": {dataset: expert or null}, "records": {dataset: n}}
 
+Over many ranks (:mod:`.sharding`), every rank of a model replica runs the same batch, and the
+counts are summed over the expert-parallel group (each rank holds the rows of its own experts).
+Each token is then seen once per rank of the replica: with EP, every EP rank dispatches its own
+copy of the batch to the experts' owners; with TP and no sequence parallelism, the dispatcher
+gathers every TP rank's (identical) tokens. The sum holds ``TP x EP`` copies of the one-process
+counts and is divided by that (``copies``), so a record's figures do not depend on the layout.
+
 Shapes: D datasets, E experts, L MoE layers; each prompt token adds top_k to its layer's row.
 """
 
@@ -31,10 +38,14 @@ class RoutingCounter:
     and resets the counts; the layers' own counters come back on exit.
     """
 
-    def __init__(self, model, slots: int):
+    def __init__(self, model, slots: int, group=None, copies: int = 1):
+        """``group``: the expert-parallel group the counts are summed over (None: one rank);
+        ``copies``: how many times the sum counts each token (``TP x EP``; module docstring)."""
         from nemo_neko.moe.layer import NeKoMoELayer
 
         self.slots = slots
+        self.group = group
+        self.copies = copies
         self.layers = [m for m in model.modules() if isinstance(m, NeKoMoELayer)]
         self.experts = self.layers[0].config.num_moe_experts if self.layers else 0
         self.numbers = [layer.layer_number for layer in self.layers]
@@ -51,11 +62,17 @@ class RoutingCounter:
         return self
 
     def take(self, n: int) -> list[list[list[int]]]:
-        """Per slot ``0..n-1``, its ``[L][E]`` token counts since the last call (then zeroed)."""
+        """Per slot ``0..n-1``, its ``[L][E]`` token counts since the last call (then zeroed).
+
+        Collective over ``group`` (every rank of a model replica calls it after each chunk)."""
         from nemo_neko.moe.stats import collect_routing_stats
 
-        tables = collect_routing_stats(self.layers)  # {layer: [E, slots + 1, 2]}
+        tables = collect_routing_stats(self.layers, self.group)  # {layer: [E, slots + 1, 2]}
         ordered = [tables[number].sum(dim=2) for number in self.numbers]  # [E, slots + 1]
+        if self.copies > 1:  # rounded: copies of one token could differ only by float noise
+            ordered = [
+                (t + self.copies // 2).div(self.copies, rounding_mode="floor") for t in ordered
+            ]
         return [[table[:, slot + 1].tolist() for table in ordered] for slot in range(n)]
 
     def __exit__(self, *exc) -> None:

@@ -15,7 +15,10 @@ Groups (``torch.distributed`` process groups; a world of one has groups of one):
 ``ep``     expert parallel (routing statistics are summed over it)
 ``dp``     data parallel without CP (which share of the global batch this rank reads)
 ``dp_cp``  data parallel with CP (losses are summed over it)
-``expt_dp``  expert data parallel (routing statistics are summed over it too)
+``expt_dp``  expert data parallel (routing statistics are summed over it too; in ``correct``,
+           which share of the records this rank's model replica decodes)
+``expt_mp``  expert tensor x expert model parallel (ETP x EP): in ``correct`` (PP = 1, ETP = TP),
+           the ranks of one model replica, which decode the same batches in lockstep
 =========  =============================================================================
 """
 
@@ -44,7 +47,7 @@ class ParallelContext:
     Attributes:
         layout: the sizes (TP/PP/VPP/CP/EP/ETP, SP).
         rank, world_size: in the default (global) group.
-        tp, pp, cp, ep, dp, dp_cp, expt_dp: process groups (see the module docstring).
+        tp, pp, cp, ep, dp, dp_cp, expt_dp, expt_mp: process groups (see the module docstring).
     """
 
     layout: ParallelLayout
@@ -57,6 +60,7 @@ class ParallelContext:
     dp: Any
     dp_cp: Any
     expt_dp: Any
+    expt_mp: Any = None
 
     @classmethod
     def from_megatron(cls, layout: ParallelLayout) -> ParallelContext:

@@ -42,8 +42,12 @@ class ParallelLayout:
         *,
         num_experts: int | None = None,
         num_layers: int | None = None,
+        training: bool = True,
     ) -> None:
-        """Raise :class:`LayoutError` naming the first broken rule."""
+        """Raise :class:`LayoutError` naming the first broken rule.
+
+        ``training=False`` (generation): MoE with TP > 1 may run without sequence parallelism
+        (Megatron-Core only refuses that combination in training)."""
         for name in ("tensor", "pipeline", "context", "expert"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -70,7 +74,7 @@ class ParallelLayout:
             raise LayoutError(f"expert parallel size EP={self.expert} needs an MoE model")
         if self.sequence_parallel and self.tensor == 1:
             raise LayoutError("sequence_parallel needs tensor parallel size TP > 1")
-        if num_experts is not None and self.tensor > 1 and not self.sequence_parallel:
+        if training and num_experts is not None and self.tensor > 1 and not self.sequence_parallel:
             raise LayoutError(
                 "MoE with tensor parallelism needs sequence_parallel=True (Megatron-Core refuses "
                 "to train MoE layers with TP > 1 otherwise)"

@@ -28,12 +28,15 @@ def initialize_parallel(
     backend: str | None = None,
     num_experts: int | None = None,
     num_layers: int | None = None,
+    training: bool = True,
 ) -> ParallelContext:
     """Start torch.distributed (if needed) and Megatron's parallel state for ``layout``.
 
     Reads torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT`` when
     the default process group does not exist yet; a plain single process becomes a world of 1
     on a free loopback port (two of them on one machine never collide).
+
+    ``training=False`` checks the layout by generation's rules (:meth:`ParallelLayout.check`).
 
     Returns:
         the context (groups, ranks) of this process.
@@ -59,7 +62,9 @@ def initialize_parallel(
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
             os.environ.setdefault("MASTER_PORT", "29500")
             dist.init_process_group(backend or default_backend(), rank=rank, world_size=world_size)
-    layout.check(dist.get_world_size(), num_experts=num_experts, num_layers=num_layers)
+    layout.check(
+        dist.get_world_size(), num_experts=num_experts, num_layers=num_layers, training=training
+    )
 
     apply_cpu_shims()
     mc.prepare_runtime()
