@@ -210,6 +210,19 @@ class GenerateConfig:
     pipeline_parallel: int = 1
     """Pipeline-parallel size of ``correct``: only 1 (the KV-cache decoder runs every layer on
     each rank of a replica); ``--pipeline-parallel`` overrides it."""
+    nproc: int = 1
+    """Ranks of the launcher's ``correct`` stage and of the ``leaderboard`` stage's correction,
+    on one node (torchrun; on Slurm one ``srun`` task each on the first node): a multiple of
+    ``tensor_parallel x expert_parallel`` (e.g. 8 GPUs for Mixtral 8x7B: ``generate.nproc=8
+    generate.expert_parallel=8``). 1: one process."""
+
+    def check(self) -> None:
+        replica = self.tensor_parallel * self.expert_parallel
+        if self.nproc < 1 or self.nproc % replica:
+            raise ValueError(
+                f"generate.nproc={self.nproc} must be a positive multiple of tensor_parallel x "
+                f"expert_parallel = {replica}"
+            )
 
 
 @dataclass
@@ -544,6 +557,7 @@ def validate_run_config(run: RunConfig) -> None:
             f"train.warmup_fraction must be in [0, 1), got {run.train.warmup_fraction}"
         )
     run.cluster.check()
+    run.generate.check()
     if run.train.global_batch_tokens < run.data.seq_length:
         raise ValueError(
             f"train.global_batch_tokens={run.train.global_batch_tokens} is less than one sequence "

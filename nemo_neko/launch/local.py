@@ -128,6 +128,12 @@ def torchrun(cluster, python: str = sys.executable) -> list[str]:
     return command + ["--nproc_per_node", str(cluster.nproc_per_node)]
 
 
+def correct_torchrun(nproc: int, python: str = sys.executable) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node N``: the correct stage's
+    ranks on one node (``generate.nproc``; its own rendezvous, whatever the training's)."""
+    return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+
+
 def commands(run, run_dir: Path) -> list[tuple[str, list[str]]]:
     """``(stage, command)`` in the order this node runs them."""
     per_process = stage_commands(run, run_dir)
@@ -135,6 +141,9 @@ def commands(run, run_dir: Path) -> list[tuple[str, list[str]]]:
     for stage in run.active_stages():
         if stage == "train":
             out.append((stage, torchrun(run.cluster) + per_process["train"][1:]))
+        elif stage == "correct" and run.generate.nproc > 1 and run.cluster.node_rank == 0:
+            ranks = correct_torchrun(run.generate.nproc)
+            out.append((stage, ranks + per_process["correct"][1:]))
         elif run.cluster.node_rank == 0:
             out.append((stage, per_process[stage]))
     return out

@@ -38,7 +38,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nemo_neko.launch.local import stage_commands
+from nemo_neko.launch.local import correct_torchrun, stage_commands
 from nemo_neko.paths import RunPaths
 from nemo_neko.train.stop import STOPPED_STATUS
 
@@ -240,6 +240,11 @@ def render(run, run_dir: Path, workdir: Path | None = None) -> str:
             lines.append(f"# train: {world}; resumes from {run_dir / 'checkpoints'}/latest")
             lines.append(_train_step(run, python, config, container))
             lines.append("status=0; wait_step USR1 || status=$?")
+        elif stage == "correct" and run.generate.nproc > 1:
+            ranks = correct_torchrun(run.generate.nproc, python)
+            lines.append(f"# correct: one task on the first node, {run.generate.nproc} ranks in it")
+            lines.append(_srun(cluster, container, single, shlex.join(ranks + commands[stage][1:])))
+            lines.append("status=0; wait_step TERM || status=$?")
         else:
             lines.append(f"# {stage}: one task on the first node")
             lines.append(_srun(cluster, container, single, shlex.join(commands[stage])))

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from nemo_neko.testing.distributed import run_distributed
 from nemo_neko.testing.runs import write_micro_run
@@ -199,12 +200,25 @@ def test_the_first_pass_can_be_another_models_result_manifests(evaluated, sets, 
             lines = [{**r, "audio_filepath": f"sample_{i}"} for i, r in enumerate(lines)]
         (given / name).write_text("".join(json.dumps(r) + "\n" for r in lines))
     shutil.copytree(out / "nbest", tmp_path / "lb" / "nbest")  # the same N-best job: reused
-    done = leaderboard(
-        out.parent, "--sets", *sets, "--first-pass", str(given), "--nbest-backend",
-        "pocketsphinx", "--out", str(tmp_path / "lb"),
-    )  # fmt: skip
+    config = out.parent / "config.yaml"
+    saved = config.read_text()
+    run = OmegaConf.load(config)
+    run.generate.nproc = 2  # correction on two data-parallel ranks (torchrun, gloo)
+    config.write_text(OmegaConf.to_yaml(run))
+    try:
+        done = leaderboard(
+            out.parent, "--sets", *sets, "--first-pass", str(given), "--nbest-backend",
+            "pocketsphinx", "--out", str(tmp_path / "lb"),
+        )  # fmt: skip
+    finally:
+        config.write_text(saved)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "x-whisper vs x-whisper+neko-tiny" in done.stdout and "5-best" not in done.stderr
+    assert "correcting with 2 ranks" in done.stdout
+    # the same records (same first pass and N-best): two ranks predict what one process did
+    two = rows(tmp_path / "lb" / "corrected" / "predictions.jsonl")
+    one = rows(out / "corrected" / "predictions.jsonl")
+    assert [(p["id"], p["prediction"]) for p in two] == [(p["id"], p["prediction"]) for p in one]
     mine = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
     theirs = json.loads((out / "leaderboard.json").read_text())
     assert [d["first_pass_wer"] for d in mine["datasets"]] == [

@@ -129,6 +129,19 @@ def test_the_leaderboard_stages_inputs_are_checked_before_training_starts(tmp_pa
     assert f"[leaderboard] {sys.executable} -m nemo_neko.eval leaderboard --run-dir" in out
 
 
+def test_the_correct_stage_runs_on_generate_nproc_ranks(tmp_path):
+    status, out, err = launch(tmp_path, "model=tiny", "generate.nproc=2", "dry_run=true")
+    assert status == 0, err
+    torchrun = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2"
+    assert f"[correct] {torchrun} -m nemo_neko.eval correct --run-dir" in out
+    bad = ["model=tiny", "generate.nproc=3", "generate.expert_parallel=2", "dry_run=true"]
+    assert one_line(tmp_path, *bad) == (
+        "error: override 'generate.nproc=3': generate.nproc=3 must be a positive multiple of "
+        "tensor_parallel x "
+        "expert_parallel = 2"
+    )
+
+
 def test_a_good_dry_run_still_passes_and_writes_nothing(tmp_path):
     status, out, err = launch(tmp_path, "dry_run=true")
     assert status == 0, err

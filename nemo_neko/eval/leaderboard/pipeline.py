@@ -222,7 +222,6 @@ def run_leaderboard(job: LeaderboardJob) -> dict:
     from nemo_neko.eval.leaderboard.recognize import import_first_pass, recognize_set
     from nemo_neko.eval.manifests import ManifestSource
     from nemo_neko.eval.scoring import score_sources
-    from nemo_neko.inference.correct import correct_records
     from nemo_neko.inference.provenance import read_lines
     from nemo_neko.paths import RunPaths
 
@@ -274,7 +273,7 @@ def run_leaderboard(job: LeaderboardJob) -> dict:
 
     predictions_path = out / "corrected" / "predictions.jsonl"
     predictions_path.parent.mkdir(parents=True, exist_ok=True)
-    correct_records(job.run_dir, record_files, predictions_path, limit_per_dataset=0)
+    correct_stage(job, run, record_files, predictions_path)
     predictions = {line["id"]: line for line in read_lines(predictions_path)}
 
     sources = {"first": [], "corrected": []}
@@ -300,6 +299,29 @@ def run_leaderboard(job: LeaderboardJob) -> dict:
     comparison["run"] = {"run_dir": str(job.run_dir), "checkpoint": _source_of(predictions)}
     write_comparison(comparison, out)
     return comparison
+
+
+def correct_stage(job: LeaderboardJob, run, record_files: list[str], out: Path) -> None:
+    """NeKo's correction of the records: in this process, or with ``generate.nproc`` ranks
+    (``generate.tensor_parallel`` x ``expert_parallel`` replicas) under torchrun on this node."""
+    import subprocess
+    import sys
+
+    from nemo_neko.inference.correct import correct_records
+
+    if run.generate.nproc <= 1:
+        correct_records(job.run_dir, record_files, out, limit_per_dataset=0)
+        return
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        "--nproc_per_node", str(run.generate.nproc),
+        "-m", "nemo_neko.eval", "correct", "--run-dir", str(job.run_dir),
+        "--records", *record_files, "--out", str(out), "--limit-per-dataset", "0",
+    ]  # fmt: skip
+    print(f"[leaderboard] correcting with {run.generate.nproc} ranks: {' '.join(command)}")
+    done = subprocess.run(command)
+    if done.returncode:
+        raise RuntimeError(f"correct with {run.generate.nproc} ranks failed ({done.returncode})")
 
 
 def _source_of(predictions: dict[str, dict]) -> str | None:
