@@ -20,6 +20,12 @@ Correct records with a trained run (greedy decoding, KV cache; resumable)::
     python -m nemo_neko.eval correct --run-dir runs/neko-tiny
     python -m nemo_neko.eval correct --run-dir runs/neko-tiny --records r.jsonl --out preds.jsonl
 
+or through an OpenAI-compatible server serving the run's exported model (the same prompts, sent
+as text to /v1/completions; see nemo_neko.inference.openai_engine)::
+
+    python -m nemo_neko.eval correct --run-dir runs/neko-tiny --engine openai \\
+        --base-url http://localhost:8000/v1 [--served-model NAME] [--concurrency 4]
+
 Exit status: 0 on success, 2 on bad input (the message names file, line and field).
 ``--help`` imports nothing heavy (no torch, no Megatron).
 """
@@ -120,7 +126,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="correct the first N records of each dataset (default: the run config's)",
     )
-    correct.add_argument("--batch-size", type=int, default=None)
+    correct.add_argument("--batch-size", type=int, default=None, help="local engine only")
+    correct.add_argument(
+        "--engine",
+        choices=["local", "openai"],
+        default="local",
+        help="local: the run's checkpoint in this process (KV cache); openai: an "
+        "OpenAI-compatible server serving the run's exported model (/v1/completions, the same "
+        "prompts as text). Default: %(default)s",
+    )
+    correct.add_argument("--base-url", metavar="URL", help="openai: e.g. http://localhost:8000/v1")
+    correct.add_argument(
+        "--served-model",
+        metavar="NAME",
+        help="openai: the model name (default: the only one served)",
+    )
+    correct.add_argument(
+        "--api-key-env", metavar="VAR", help="openai: environment variable holding the API key"
+    )
+    correct.add_argument(
+        "--concurrency", type=int, default=4, help="openai: requests in flight (default: 4)"
+    )
+    correct.add_argument(
+        "--ignore-no-repeat-ngram",
+        action="store_true",
+        help="openai: correct although the run sets generate.no_repeat_ngram_size (no API "
+        "equivalent; decoded without it)",
+    )
     correct.set_defaults(run=run_correct)
     return parser
 
@@ -129,6 +161,26 @@ def run_correct(args) -> None:
     from nemo_neko.utils.logs import quiet_libraries
 
     quiet_libraries()
+    if args.engine == "openai":
+        if not args.base_url:
+            raise ValueError("--engine openai needs --base-url (e.g. http://localhost:8000/v1)")
+        from nemo_neko.inference.openai_engine import correct_records_openai
+
+        out = correct_records_openai(
+            args.run_dir,
+            args.base_url,
+            args.records,
+            args.out,
+            args.limit_per_dataset,
+            served_model=args.served_model,
+            api_key_env=args.api_key_env,
+            concurrency=args.concurrency,
+            ignore_no_repeat_ngram=args.ignore_no_repeat_ngram,
+        )
+        print(f"predictions: {out}")
+        return
+    if args.base_url:
+        raise ValueError("--base-url is for --engine openai")
     from nemo_neko.inference.correct import correct_records
 
     out = correct_records(
