@@ -27,6 +27,12 @@ The Open ASR Leaderboard in one command (first pass, N-best, correction, manifes
     python -m nemo_neko.eval leaderboard --run-dir runs/neko-8x7b \
         --sets data/asr/test/ --first-pass canary --nbest-backend canary --protocol oal2026
 
+or through an OpenAI-compatible server serving the run's exported model (the same prompts, sent
+as text to /v1/completions; see nemo_neko.inference.openai_engine)::
+
+    python -m nemo_neko.eval correct --run-dir runs/neko-tiny --engine openai \\
+        --base-url http://localhost:8000/v1 [--served-model NAME] [--concurrency 4]
+
 Exit status: 0 on success, 2 on bad input (the message names file, line and field).
 ``--help`` imports nothing heavy (no torch, no Megatron).
 """
@@ -127,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="correct the first N records of each dataset (default: the run config's)",
     )
-    correct.add_argument("--batch-size", type=int, default=None)
+    correct.add_argument("--batch-size", type=int, default=None, help="local engine only")
     layout = correct.add_argument_group(
         "layout (under torchrun/srun)",
         "ranks per model replica are TP x EP; world / (TP x EP) replicas decode separate shares "
@@ -141,6 +147,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="only 1: generation does not split the model into pipeline stages",
     )
+    correct.add_argument(
+        "--engine",
+        choices=["local", "openai"],
+        default="local",
+        help="local: the run's checkpoint in this process (KV cache); openai: an "
+        "OpenAI-compatible server serving the run's exported model (/v1/completions, the same "
+        "prompts as text). Default: %(default)s",
+    )
+    correct.add_argument("--base-url", metavar="URL", help="openai: e.g. http://localhost:8000/v1")
+    correct.add_argument(
+        "--served-model",
+        metavar="NAME",
+        help="openai: the model name (default: the only one served)",
+    )
+    correct.add_argument(
+        "--api-key-env", metavar="VAR", help="openai: environment variable holding the API key"
+    )
+    correct.add_argument(
+        "--concurrency", type=int, default=4, help="openai: requests in flight (default: 4)"
+    )
+    correct.add_argument(
+        "--ignore-no-repeat-ngram",
+        action="store_true",
+        help="openai: correct although the run sets generate.no_repeat_ngram_size (no API "
+        "equivalent; decoded without it)",
+    )
     correct.set_defaults(run=run_correct)
 
     from nemo_neko.eval.leaderboard.cli import add_parser as add_leaderboard
@@ -153,6 +185,26 @@ def run_correct(args) -> None:
     from nemo_neko.utils.logs import quiet_libraries
 
     quiet_libraries()
+    if args.engine == "openai":
+        if not args.base_url:
+            raise ValueError("--engine openai needs --base-url (e.g. http://localhost:8000/v1)")
+        from nemo_neko.inference.openai_engine import correct_records_openai
+
+        out = correct_records_openai(
+            args.run_dir,
+            args.base_url,
+            args.records,
+            args.out,
+            args.limit_per_dataset,
+            served_model=args.served_model,
+            api_key_env=args.api_key_env,
+            concurrency=args.concurrency,
+            ignore_no_repeat_ngram=args.ignore_no_repeat_ngram,
+        )
+        print(f"predictions: {out}")
+        return
+    if args.base_url:
+        raise ValueError("--base-url is for --engine openai")
     from nemo_neko.inference.correct import correct_records
 
     out = correct_records(

@@ -12,7 +12,9 @@ Every line ``correct`` writes says what produced it::
 ``record`` is a digest of the record the prediction answers. :func:`resume` keeps an existing
 file only when every line has this run's source and a record of this set unchanged; otherwise
 the file (with the records beside it) is moved aside under a name saying where it came from
-(``predictions.step_00000120-9ab0c1d2.jsonl``), and correction starts a new one. Nothing is
+(``predictions.step_00000120-9ab0c1d2.jsonl``; predictions made through a server,
+:mod:`nemo_neko.inference.openai_engine`, ``predictions.openai-<served model>.jsonl``), and
+correction starts a new one. Nothing is
 deleted, and one file never holds the work of two models or two settings.
 """
 
@@ -22,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from nemo_neko.paths import CHECKPOINT_PREFIX, records_beside
@@ -56,6 +59,8 @@ def describe_source(source: dict | None) -> str:
     if not source:
         return "an unrecorded checkpoint and settings"
     settings = ", ".join(f"{k} {v}" for k, v in source.get("generate", {}).items())
+    if source.get("engine") == "openai":
+        return f"{source.get('served_model')} served at {source.get('base_url')} ({settings})"
     return f"{source.get('checkpoint')} (fingerprint {source.get('fingerprint')}; {settings})"
 
 
@@ -92,7 +97,10 @@ def done_ids(path: Path) -> set[str]:
 
 
 def _aside_name(out: Path, source: dict | None) -> Path:
-    if source and source.get("checkpoint"):
+    if source and source.get("engine") == "openai":
+        served = re.sub(r"[^A-Za-z0-9._-]+", "_", str(source.get("served_model"))).strip("_.")
+        tag = f"openai-{served[-40:] or 'model'}"
+    elif source and source.get("checkpoint"):
         tag = f"{source['checkpoint']}-{str(source.get('fingerprint', ''))[:8]}"
     else:
         tag = "unrecorded"
