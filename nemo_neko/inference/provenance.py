@@ -27,7 +27,7 @@ import os
 import re
 from pathlib import Path
 
-from nemo_neko.paths import CHECKPOINT_PREFIX, records_beside
+from nemo_neko.paths import CHECKPOINT_PREFIX, records_beside, routing_beside
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,9 @@ def resume(out: Path, source: dict, digests: dict[str, str]) -> set[str]:
         why = f"answer records that have changed since (e.g. {stale['id']!r})"
     aside = _aside_name(out, stale.get("source"))
     os.replace(out, aside)
-    if records_beside(out).exists():
-        os.replace(records_beside(out), records_beside(aside))
+    for beside in (records_beside, routing_beside):  # the routing summary goes with them
+        if beside(out).exists():
+            os.replace(beside(out), beside(aside))
     print(
         f"{out}: its {len(lines)} predictions {why}, not by {describe_source(source)}: "
         f"moved to {aside}; correcting afresh",

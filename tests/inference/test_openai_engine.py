@@ -203,6 +203,8 @@ def test_served_predictions_resume_and_move_other_engines_aside(run_dir, server,
     base_url, _, _ = server
     out = tmp_path / "predictions.jsonl"
     shutil.copy(run_dir / "predictions.jsonl", out)  # the local engine's: another source
+    routing = tmp_path / "predictions.routing.json"  # and its routing summary, not a server's
+    shutil.copy(run_dir / "predictions.routing.json", routing)
     first = correct(
         run_dir, "--engine", "openai", "--base-url", base_url, "--out", out, "--concurrency", "3"
     )
@@ -210,6 +212,7 @@ def test_served_predictions_resume_and_move_other_engines_aside(run_dir, server,
     assert "moved to" in first.stdout and "correcting 4 records (0 already done)" in first.stdout
     aside = list(tmp_path.glob("predictions.step_*.jsonl"))
     assert len(aside) == 1 and len(lines(aside[0])) == 4
+    assert not routing.exists() and aside[0].with_name(aside[0].stem + ".routing.json").exists()
     full = lines(out)
     kept = out.read_text().splitlines(keepends=True)[:1]
     out.write_text("".join(kept) + '{"id": "torn')  # one line and a torn one: killed mid-write
