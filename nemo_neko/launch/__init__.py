@@ -104,16 +104,18 @@ def check(run) -> None:
 
     cluster, model = run.cluster, run.model
     cluster.check()
-    try:
-        model.parallel.check(
-            cluster.world_size, num_experts=model.num_experts, num_layers=model.num_layers
-        )
-    except LayoutError as error:
-        raise LayoutError(
-            f"model {model.name}'s layout does not fit cluster {cluster.name} ({cluster.nnodes} "
-            f"node(s) x {cluster.nproc_per_node} processes = {cluster.world_size}): {error}. "
-            f"Set cluster.nnodes / cluster.nproc_per_node or model.parallel.*"
-        ) from error
+    if "train" in run.active_stages():  # the training layout needs its world only to train
+        try:
+            model.parallel.check(
+                cluster.world_size, num_experts=model.num_experts, num_layers=model.num_layers
+            )
+        except LayoutError as error:
+            raise LayoutError(
+                f"model {model.name}'s layout does not fit cluster {cluster.name} "
+                f"({cluster.nnodes} node(s) x {cluster.nproc_per_node} processes = "
+                f"{cluster.world_size}): {error}. Set cluster.nnodes / cluster.nproc_per_node "
+                f"or model.parallel.*"
+            ) from error
     if model.num_experts:  # a dense model (before upcycling) has no routing
         run.task_routing().validate(model.num_experts, model.moe_router_topk)
     check_inputs(run, Path(run.run_dir))

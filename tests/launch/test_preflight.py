@@ -142,6 +142,16 @@ def test_the_correct_stage_runs_on_generate_nproc_ranks(tmp_path):
     )
 
 
+def test_stages_without_train_do_not_need_the_training_layouts_world(tmp_path):
+    """8x7b trains on 64 ranks; correcting its checkpoint on one node is not refused for that."""
+    one_node = ["model=8x7b", "cluster.nnodes=1", "cluster.nproc_per_node=8", "dry_run=true"]
+    assert one_line(tmp_path, *one_node, "stages=[correct]") == (
+        f"error: {tmp_path}/run/checkpoints: no checkpoint to correct with "
+        f"(stages=[correct] without train; train the run first)"
+    )
+    assert "layout does not fit cluster" in one_line(tmp_path, *one_node)
+
+
 def test_a_good_dry_run_still_passes_and_writes_nothing(tmp_path):
     status, out, err = launch(tmp_path, "dry_run=true")
     assert status == 0, err
