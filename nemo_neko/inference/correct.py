@@ -153,15 +153,31 @@ def prepare_output(out: Path, source: dict, digests: dict[str, str], records) ->
     """Ids of ``out`` to keep, after merging the parts a killed run left beside it and moving
     aside predictions of another checkpoint or settings; writes the records beside ``out``.
     One process only (rank 0)."""
-    orphans = part_files(out)
-    if orphans:
-        merged = merge_parts(out, orphans)
+    from nemo_neko.inference.provenance import read_lines
+
+    orphans, fresh = part_files(out), []
+    for part in orphans:  # parts of another checkpoint or settings are kept aside, not merged
+        if all(
+            item.get("source") == source and digests.get(item["id"]) == item.get("record")
+            for item in read_lines(part)
+        ):
+            fresh.append(part)
+            continue
+        aside = part.with_name(part.name.replace(".part-", ".stale-part-", 1))
+        os.replace(part, aside)
         print(
-            f"{out}: merged {merged} predictions from {len(orphans)} part file(s) of an "
-            f"interrupted run",
+            f"{part}: predictions of another checkpoint, settings or records: moved to {aside}",
             flush=True,
         )
     finished = resume(out, source, digests)
+    if fresh:
+        merged = merge_parts(out, fresh)
+        print(
+            f"{out}: merged {merged} predictions from {len(fresh)} part file(s) of an "
+            f"interrupted run",
+            flush=True,
+        )
+        finished = done_ids(out)
     write_records(records_beside(out), records)
     return finished
 

@@ -24,9 +24,9 @@ the first prompt is sent with ``max_tokens=1``. Requests run in a bounded thread
 (``--concurrency``); connection errors, timeouts, 429 and 5xx are retried with exponential
 backoff; other HTTP errors stop the run. Each prediction line is appended (and flushed) as its
 reply arrives, so the file is in completion order, not record order; ids are the join key and a
-rerun resumes by id (:mod:`nemo_neko.inference.provenance`). The lines are the local engine's
-(``{"id", "prediction", "record", "source"}``, no ``routing``: a server reports no expert
-choices); ``source`` names ``engine: openai``, the base URL, the served model, the prompt
+rerun resumes by id (:mod:`nemo_neko.inference.provenance`); when a request fails for good, the
+replies already in are written first. The lines are the local engine's without ``routing`` (a
+server reports no expert choices) and ``time`` (``{"id", "prediction", "record", "source"}``); ``source`` names ``engine: openai``, the base URL, the served model, the prompt
 rendering and the generation settings, so switching engine or server moves old predictions aside
 like a checkpoint change does.
 
@@ -354,23 +354,34 @@ def correct_records_openai(
         ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai") as pool,
     ):
         pending = {pool.submit(requests.complete, r.id): r.id for r in todo}
+
+        def write(future) -> None:
+            record_id = pending.pop(future)
+            line = {
+                "id": record_id,
+                "prediction": future.result(),
+                "record": digests[record_id],
+                "source": source,
+            }
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+            fh.flush()
+            progress.update(1)
+
         while pending:
             done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
             for future in done:
-                record_id = pending.pop(future)
-                if future.exception() is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise future.exception()
-                line = {
-                    "id": record_id,
-                    "prediction": future.result(),
-                    "record": digests[record_id],
-                    "source": source,
-                }
-                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-                fh.flush()
-                progress.update(1)
+                if future.exception() is None:
+                    write(future)
+            if failed:  # keep every reply that did arrive: a rerun resumes after them
+                for other in list(pending):
+                    other.cancel()
+                finished, _ = wait([f for f in pending if not f.cancelled()])
+                for future in finished:
+                    if future in pending and future.exception() is None:
+                        write(future)
+                os.fsync(fh.fileno())
+                raise failed[0].exception()
         os.fsync(fh.fileno())
     progress.close()
     return out

@@ -147,8 +147,9 @@ def check_inputs(run, run_dir: str | os.PathLike) -> None:
 def check_leaderboard(run, paths: RunPaths, stages: set, listed: str) -> None:
     """The ``leaderboard`` stage's sets, backends and first-pass manifests exist (cut files are
     read by the stage itself, before its first recogniser loads), and a checkpoint will."""
-    from nemo_neko.asr.backends import BACKENDS, known_backends
+    from nemo_neko.asr.backends import BACKENDS, check_options, known_backends
     from nemo_neko.eval.leaderboard.sets import find_sets
+    from nemo_neko.eval.protocols import get_protocol
 
     board = run.leaderboard
     mapped = []
@@ -166,6 +167,21 @@ def check_leaderboard(run, paths: RunPaths, stages: set, listed: str) -> None:
             f"leaderboard.nbest_backend: unknown backend {board.nbest_backend!r} (known: "
             f"{', '.join(known_backends())})"
         )
+    if board.n < 1 or board.batch_size < 1:
+        raise ValueError(
+            f"leaderboard.n ({board.n}) and leaderboard.batch_size ({board.batch_size}) must be >= 1"
+        )
+    try:
+        get_protocol(board.protocol)
+        check_options(board.nbest_backend, {"n": board.n, **board.nbest_options})
+        if board.first_pass in BACKENDS:
+            options = dict(board.first_pass_options)
+            if board.first_pass == "canary":
+                options.setdefault("method", "first_pass")
+            check_options(board.first_pass, {"n": 1, **options})
+    except (KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise ValueError(f"leaderboard: {message}") from None
     if board.first_pass not in BACKENDS and not host_path(board.first_pass, run.cluster).exists():
         raise FileNotFoundError(
             f"leaderboard.first_pass: {board.first_pass!r} is neither a backend "

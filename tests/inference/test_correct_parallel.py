@@ -142,3 +142,26 @@ def test_a_layout_the_world_cannot_take_is_one_line(trained, tmp_path):
         assert done.returncode == 2 and done.stdout == "", done.stderr[-2000:]
         assert done.stderr.startswith(start) and done.stderr.count("\n") == 1, done.stderr
     assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_parts_of_another_checkpoint_are_moved_aside_not_merged(tmp_path):
+    from nemo_neko.data.records import CorrectionRecord
+    from nemo_neko.inference.correct import prepare_output
+
+    out = tmp_path / "preds.jsonl"
+    old = {"checkpoint": "step_00000002"}
+    part = tmp_path / "preds.part-001-of-002.jsonl"
+    part.write_text(json.dumps({"id": "a", "prediction": "x", "record": "d", "source": old}) + "\n")
+    fresh = tmp_path / "preds.part-002-of-002.jsonl"
+    new = {"checkpoint": "step_00000004"}
+    fresh.write_text(
+        json.dumps({"id": "b", "prediction": "y", "record": "e", "source": new, "order": 0}) + "\n"
+    )
+    records = [
+        CorrectionRecord("a", "asr", "d", "ref", ["h"]),
+        CorrectionRecord("b", "asr", "d", "r", ["h"]),
+    ]
+    assert prepare_output(out, new, {"a": "d", "b": "e"}, records) == {"b"}
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["b"]
+    assert (tmp_path / "preds.stale-part-001-of-002.jsonl").read_text().count('"a"') == 1
+    assert not part.exists() and not fresh.exists()

@@ -120,6 +120,16 @@ def test_the_leaderboard_stages_inputs_are_checked_before_training_starts(tmp_pa
         "error: leaderboard.first_pass: 'whisper' is neither a backend (canary, pocketsphinx) "
         "nor a folder or file of result manifests"
     )
+    assert one_line(tmp_path, "model=tiny", sets, "leaderboard.protocol=oal2027") == (
+        "error: leaderboard: unknown protocol 'oal2027' (known: esb2024, oal2026)"
+    )
+    assert one_line(tmp_path, "model=tiny", sets, "+leaderboard.nbest_options.beam=3") == (
+        "error: leaderboard: backend 'canary': unknown option(s) beam (known: beam_size, device, "
+        "dtype, method, model, n, pnc, source_lang, target_lang, temperature, threads)"
+    )
+    assert one_line(tmp_path, "model=tiny", sets, "leaderboard.n=0") == (
+        "error: leaderboard.n (0) and leaderboard.batch_size (16) must be >= 1"
+    )
     assert one_line(tmp_path, "model=tiny", sets, "stages=[leaderboard]") == (
         f"error: {tmp_path}/run/checkpoints: no checkpoint for the leaderboard stage "
         "(stages=[leaderboard] without train; train the run first)"

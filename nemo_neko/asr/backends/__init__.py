@@ -46,9 +46,37 @@ def backend_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
+CONFIGS: dict[str, str] = {
+    "canary": "nemo_neko.asr.backends.canary:CanaryConfig",
+    "pocketsphinx": "nemo_neko.asr.backends.pocketsphinx:PocketSphinxConfig",
+}
+"""Backend name -> ``module:class`` of its options dataclass (checked without loading a model)."""
+
+
+def check_options(name: str, options: dict[str, Any] | None = None) -> None:
+    """Raise ``ValueError`` on an unknown backend, unknown option or invalid value, before any
+    model is loaded (the options dataclass's own ``validate``)."""
+    from nemo_neko.asr.backends.base import config_from_options
+
+    backend_class(name)
+    module, cls = CONFIGS[name].split(":")
+    config = config_from_options(getattr(importlib.import_module(module), cls), options or {}, name)
+    validate = getattr(config, "validate", None)
+    if validate is not None:
+        validate()
+
+
 def build_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
     """Build backend ``name`` from its options (the fields of its config dataclass)."""
     return backend_class(name).from_options(options or {})
 
 
-__all__ = ["BACKENDS", "Backend", "backend_class", "build_backend", "known_backends"]
+__all__ = [
+    "BACKENDS",
+    "CONFIGS",
+    "Backend",
+    "backend_class",
+    "build_backend",
+    "check_options",
+    "known_backends",
+]

@@ -118,7 +118,7 @@ def check_job(job: LeaderboardJob) -> tuple[list[TestSet], dict[str, Any] | None
     Returns:
         The sets, and the first-pass manifests by set (None when a backend makes the first pass).
     """
-    from nemo_neko.asr.backends import BACKENDS, known_backends
+    from nemo_neko.asr.backends import BACKENDS, check_options, known_backends
     from nemo_neko.asr.cutio import scan_cuts
     from nemo_neko.eval.protocols import get_protocol
     from nemo_neko.inference.correct import latest_checkpoint
@@ -127,12 +127,24 @@ def check_job(job: LeaderboardJob) -> tuple[list[TestSet], dict[str, Any] | None
         raise ValueError(f"n ({job.n}) and batch_size ({job.batch_size}) must be >= 1")
     get_protocol(job.protocol)
     sets = find_sets(job.sets)
+    seen: dict[str, str] = {}
     for test_set in sets:  # every cut of every set readable, before the first model loads
-        scan_cuts(test_set.cuts)
+        for info in scan_cuts(test_set.cuts):
+            if info.id in seen:  # predictions are joined to the records by cut id
+                raise ValueError(
+                    f"{test_set.cuts}:{info.line}: field 'id': cut {info.id!r} is also in set "
+                    f"{seen[info.id]!r}; the sets' cut ids must be unique"
+                )
+            seen[info.id] = test_set.name
     if job.nbest_backend not in BACKENDS:
         raise ValueError(
             f"unknown N-best backend {job.nbest_backend!r} (known: {', '.join(known_backends())})"
         )
+    nbest_options = _backend_options(job.nbest_backend, job.nbest_options, first_pass=False)
+    check_options(job.nbest_backend, {"n": job.n, **nbest_options})
+    if job.first_pass in BACKENDS:
+        first_options = _backend_options(job.first_pass, job.first_pass_options, first_pass=True)
+        check_options(job.first_pass, {"n": 1, **first_options})
     manifests = None
     if not _is_backend(job.first_pass):
         if not Path(job.first_pass).exists():

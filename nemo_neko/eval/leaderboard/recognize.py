@@ -39,6 +39,12 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def file_identity(path: str) -> dict[str, Any]:
+    """What changes when a file is rewritten: absolute path, size and modification time."""
+    stat = os.stat(path)
+    return {"path": os.path.abspath(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def job_path(rows_path: Path) -> Path:
     return rows_path.with_name(rows_path.name.replace(".jsonl", ".job.json"))
 
@@ -108,7 +114,7 @@ def recognize_set(
     backend_class(backend)  # an unknown name fails before any work
     infos = scan_cuts(test_set.cuts)
     key = {
-        "cuts": os.path.abspath(test_set.cuts),
+        "cuts": file_identity(test_set.cuts),
         "backend": backend,
         "options": options,
         "n": n,
@@ -161,12 +167,26 @@ def recognize_set(
                 spent += seconds
                 progress.update(len(batch), postfix=f"RTFx {audio_seconds / spent:.1f}")
         progress.close()
+        del recogniser
+        release_memory()
     rows = {row["id"]: row for row in read_rows(rows_path)}
     missing = [cut_id for cut_id in order if cut_id not in rows]
     if missing:
         raise RuntimeError(f"{rows_path}: {len(missing)} utterances missing after the stage")
     _finish(rows_path, key, len(order))
     return [rows[i] for i in order]
+
+
+def release_memory() -> None:
+    """Give back what a recogniser held (its CUDA cache too) before the next stage loads a
+    model: the correction's ranks may share this process's GPU."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _ids_of(cut) -> list[str]:
@@ -190,9 +210,9 @@ def import_first_pass(test_set: TestSet, manifest: str, rows_path: Path) -> list
     from nemo_neko.asr.cutio import read_cuts
     from nemo_neko.eval.manifests import read_manifest
     from nemo_neko.eval.normalizer import get_normalizer
+    from nemo_neko.eval.protocols import IGNORED_REFERENCE
 
-    key = {"cuts": os.path.abspath(test_set.cuts), "manifest": os.path.abspath(manifest)}
-    key["manifest_bytes"] = os.path.getsize(manifest)
+    key = {"cuts": file_identity(test_set.cuts), "manifest": file_identity(manifest)}
     finger = _start(rows_path, key)
     cuts = read_cuts(test_set.cuts)
     order = list(cuts)
@@ -201,6 +221,7 @@ def import_first_pass(test_set: TestSet, manifest: str, rows_path: Path) -> list
         if sorted(rows) == sorted(order):
             return [rows[i] for i in order]
     manifest_rows = read_manifest(manifest)
+    normalize = get_normalizer("oal2026")
     names: dict[str, str] = {}
     for cut_id, cut in cuts.items():
         for name in _ids_of(cut):
@@ -217,7 +238,6 @@ def import_first_pass(test_set: TestSet, manifest: str, rows_path: Path) -> list
                 )
             matched[cut_id] = row
     else:
-        normalize = get_normalizer("oal2026")
         if len(manifest_rows) != len(order):
             unknown = next(r for r in manifest_rows if r.audio_filepath not in names)
             raise ValueError(
@@ -232,6 +252,19 @@ def import_first_pass(test_set: TestSet, manifest: str, rows_path: Path) -> list
                     f"in order, the reference differs from cut {cut_id!r}'s"
                 )
             matched[cut_id] = row
+    unscored = {
+        cut_id
+        for cut_id in order
+        if cut_id not in matched
+        and normalize(cuts[cut_id].supervisions[0].text).strip() in ("", IGNORED_REFERENCE)
+    }
+    if unscored:  # the leaderboard drops these before inference, so its files lack them
+        print(
+            f"{manifest}: {len(unscored)} cuts of {test_set.name} have no row and a reference "
+            "the leaderboard never scores (empty after normalisation): left out of the set",
+            flush=True,
+        )
+        order = [cut_id for cut_id in order if cut_id not in unscored]
     missing = [cut_id for cut_id in order if cut_id not in matched]
     if missing:
         raise ValueError(

@@ -110,8 +110,9 @@ def chunk_fields(cut) -> dict:
 
 def session_references(rows: list[dict]) -> dict[str, str]:
     """``{parent_id: the session's reference}`` of a chunked set's rows: its ``parent_text``
-    when the cuts carry one, else the chunks' references joined in ``chunk_index`` order (on
-    the leaderboard every chunk row carries the whole session's reference as ``text``)."""
+    when the cuts carry one; the chunks' common text when they all carry the same one (the
+    leaderboard's chunked sets give every chunk its session's transcript); else the chunks'
+    references joined in ``chunk_index`` order."""
     chunks: dict[str, list[dict]] = {}
     for row in rows:
         if "parent_id" in row:
@@ -119,8 +120,11 @@ def session_references(rows: list[dict]) -> dict[str, str]:
     out = {}
     for parent, group in chunks.items():
         given = [r["parent_text"] for r in group if "parent_text" in r]
+        texts = {r["text"] for r in group}
         if given:
             out[parent] = given[0]
+        elif len(texts) == 1 and len(group) > 1:  # every chunk already holds the session's text
+            out[parent] = texts.pop()
         else:
             ordered = sorted(group, key=lambda r: r["chunk_index"])
             out[parent] = " ".join(r["text"].strip() for r in ordered if r["text"].strip())
