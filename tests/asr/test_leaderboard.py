@@ -208,7 +208,7 @@ def test_the_first_pass_can_be_another_models_result_manifests(evaluated, sets, 
     try:
         done = leaderboard(
             out.parent, "--sets", *sets, "--first-pass", str(given), "--nbest-backend",
-            "pocketsphinx", "--out", str(tmp_path / "lb"),
+            "pocketsphinx", "--batch-size", "4", "--out", str(tmp_path / "lb"),
         )  # fmt: skip
     finally:
         config.write_text(saved)
