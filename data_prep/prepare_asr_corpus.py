@@ -6,6 +6,9 @@
     python data_prep/prepare_asr_corpus.py prepare earnings22 /data/speech-datasets/earnings22 manifests \
         --option split_file=esb_earnings22_split.tsv
     python data_prep/prepare_asr_corpus.py download gigaspeech /data/asr --option password=XXXX
+    python data_prep/prepare_asr_corpus.py prepare open_asr_leaderboard /data/oal/open-asr-leaderboard \
+        manifests --parts eval --option chunked=/data/oal/earnings22-chunked \
+        --option parents=/data/oal/earnings22-parents
 
 ``--parts`` takes part names or the groups ``train``, ``eval`` (the leaderboard test sets),
 ``dev``, ``all`` (default). Writes ``<manifests>/<corpus>_cuts_<part>.jsonl.gz``; parts whose
@@ -55,13 +58,13 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from nemo_neko.asr.recipes import CORPORA, ManualDownloadRequired, recipe
+    from nemo_neko.asr.recipes import CORPORA, ManualDownloadRequired, RecipeInputError, recipe
 
     if args.command == "list":
         for name in CORPORA:
             info = recipe(name).CORPUS
             print(
-                f"{name:12s} train {','.join(info.train_parts):40s} "
+                f"{name:20s} train {','.join(info.train_parts):40s} "
                 f"test {','.join(info.eval_parts):20s} {info.source}"
             )
         return 0
@@ -78,7 +81,11 @@ def main(argv=None) -> int:
             return 2
         return 0
     prepare = getattr(module, f"prepare_{args.corpus}")
-    paths = prepare(args.corpus_dir, args.output_dir, args.parts, force=args.force, **options)
+    try:
+        paths = prepare(args.corpus_dir, args.output_dir, args.parts, force=args.force, **options)
+    except RecipeInputError as err:
+        print(f"{args.corpus}: {err}", file=sys.stderr)
+        return 2
     for part, path in paths.items():
         print(f"{args.corpus} {part}: {path}")
     return 0

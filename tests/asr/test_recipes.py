@@ -176,6 +176,7 @@ def test_corpus_registry_and_manual_downloads(tmp_path):
         "ami",
         "voxpopuli",
         "commonvoice",
+        "open_asr_leaderboard",
     )
     tests = leaderboard_test_sets()
     assert tests["librispeech"] == ("test-clean", "test-other") and tests["gigaspeech"] == ("TEST",)

@@ -20,6 +20,11 @@ corpus             training parts               leaderboard test  download
 ``commonvoice``    train                        test              manual (Mozilla terms)
 =================  ===========================  ================  ==============================
 
+``open_asr_leaderboard`` is no corpus but the leaderboard's own seven test sets
+(``hf-audio/open-asr-leaderboard`` and the chunked Earnings-22) read from local Hugging Face
+snapshots, its parts the leaderboard's set keys (``ami_cleaned_test``, ...,
+``earnings22_cleaned_aa_chunked_test``), written as ``<dataset>_cuts_<split>.jsonl.gz``.
+
 Importing this package imports no lhotse: the recipe modules import it inside their functions.
 """
 
@@ -28,7 +33,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from nemo_neko.asr.recipes._common import CorpusInfo, ManualDownloadRequired
+from nemo_neko.asr.recipes._common import CorpusInfo, ManualDownloadRequired, RecipeInputError
 
 CORPORA = (
     "librispeech",
@@ -39,6 +44,7 @@ CORPORA = (
     "ami",
     "voxpopuli",
     "commonvoice",
+    "open_asr_leaderboard",
 )
 """Registered corpora (module names in this package)."""
 
@@ -63,6 +69,7 @@ __all__ = [
     "CORPORA",
     "CorpusInfo",
     "ManualDownloadRequired",
+    "RecipeInputError",
     "corpus_info",
     "leaderboard_test_sets",
     "recipe",

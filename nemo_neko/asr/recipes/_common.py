@@ -32,6 +32,10 @@ class ManualDownloadRequired(RuntimeError):
     """The corpus cannot be downloaded by lhotse; the message says how to get it."""
 
 
+class RecipeInputError(ValueError):
+    """The corpus on disk is not what the recipe needs; the message (one line) says what."""
+
+
 @dataclass(frozen=True)
 class CorpusInfo:
     """A corpus and its parts.
@@ -158,6 +162,7 @@ def prepare_parts(
     build: Callable[[list[str]], dict[str, Any]],
     *,
     force: bool = False,
+    manifest: Callable[[str], Path] | None = None,
 ) -> dict[str, Path]:
     """Write the cut manifests of ``parts``, skipping those already complete.
 
@@ -167,6 +172,8 @@ def prepare_parts(
         parts: parts wanted.
         build: ``fn(parts to do) -> {part: CutSet}``: runs lhotse's recipe for those parts.
         force: rebuild even complete manifests.
+        manifest: ``fn(part) -> manifest path`` (default ``cuts_manifest(output_dir,
+            corpus.name, part)``).
 
     Returns:
         Part -> manifest path, for every requested part.
@@ -174,7 +181,12 @@ def prepare_parts(
     require_lhotse()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    paths = {part: cuts_manifest(output_dir, corpus.name, part) for part in parts}
+    if manifest is None:
+
+        def manifest(part: str) -> Path:
+            return cuts_manifest(output_dir, corpus.name, part)
+
+    paths = {part: manifest(part) for part in parts}
     todo = [part for part in parts if force or not manifest_complete(paths[part])]
     for part in parts:
         if part not in todo:
