@@ -28,38 +28,22 @@ recogniser or model is loaded.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nemo_neko.config import LeaderboardConfig
 from nemo_neko.eval.leaderboard.sets import TestSet, find_sets, session_references
 
 CANARY_DEFAULT_MODEL = "nvidia/canary-1b-flash"
 
 
 @dataclass
-class LeaderboardJob:
-    """One leaderboard evaluation of a trained run (the CLI's flags, or ``leaderboard:``)."""
+class LeaderboardJob(LeaderboardConfig):
+    """One leaderboard evaluation of a trained run: the run's ``leaderboard:`` settings
+    (:class:`~nemo_neko.config.LeaderboardConfig`) with the CLI's flags over them."""
 
-    run_dir: str
-    sets: list[str]
-    """``name=path`` cut manifests or folders of recipe manifests (:mod:`.sets`)."""
-    first_pass: str = "canary"
-    """A backend name, or a folder/file of leaderboard result manifests (one per set)."""
-    first_pass_options: dict[str, Any] = field(default_factory=dict)
-    """The first pass backend's options (canary: ``method`` defaults to ``first_pass``)."""
-    nbest_backend: str = "canary"
-    nbest_options: dict[str, Any] = field(default_factory=dict)
-    n: int = 5
-    """Hypotheses per record (first pass included)."""
-    batch_size: int = 16
-    """Utterances per recognition batch."""
-    protocol: str = "oal2026"
-    out: str | None = None
-    """Output folder (default ``<run_dir>/leaderboard``)."""
-    first_pass_model: str | None = None
-    """Model label of the first pass in the manifests (default: from the backend or files)."""
-    seed: int = 0
+    run_dir: str = ""
 
     @property
     def out_dir(self) -> Path:
