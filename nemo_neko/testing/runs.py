@@ -9,7 +9,14 @@ from nemo_neko.config import CONF_DIR
 from nemo_neko.data.records import read_records, write_records
 from nemo_neko.data.sample_data import sample_paths
 
-__all__ = ["CONF_DIR", "MICRO_OVERRIDES", "compose_run", "write_micro_data", "write_micro_run"]
+__all__ = [
+    "CONF_DIR",
+    "MICRO_OVERRIDES",
+    "compose_run",
+    "train_run",
+    "write_micro_data",
+    "write_micro_run",
+]
 
 MICRO_OVERRIDES = [
     "model=tiny",
@@ -85,3 +92,13 @@ def write_micro_run(run_dir: Path, overrides: list[str] = (), **kwargs) -> Path:
     cfg = compose_run(run_dir, overrides, **kwargs)
     save_run_config(cfg, run_dir / "config.yaml")
     return run_dir / "config.yaml"
+
+
+def train_run(rank: int, world_size: int, config_path: str) -> None:
+    """Train the run whose ``config.yaml`` is ``config_path``, in its folder: the target of
+    :func:`nemo_neko.testing.distributed.run_distributed` (``run_distributed(train_run, 1,
+    str(config))``)."""
+    from nemo_neko.config import load_run_config
+    from nemo_neko.train.loop import train
+
+    train(load_run_config(config_path), Path(config_path).parent)

@@ -17,18 +17,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from nemo_neko.testing.distributed import run_distributed
-from nemo_neko.testing.runs import write_micro_run
+from nemo_neko.testing.runs import train_run, write_micro_run
 from tests.asr._tools import need
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _train(rank, world_size, config_path):
-    from nemo_neko.config import load_run_config
-    from nemo_neko.train.loop import train
-
-    train(load_run_config(config_path), Path(config_path).parent)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +29,7 @@ def trained(tmp_path_factory):
     """A micro NeKo run trained for 2 steps."""
     run_dir = tmp_path_factory.mktemp("lb_run") / "run"
     config = write_micro_run(run_dir, ["train.max_steps=2", "generate.max_new_tokens=12"])
-    run_distributed(_train, 1, str(config))
+    run_distributed(train_run, 1, str(config))
     return run_dir
 
 

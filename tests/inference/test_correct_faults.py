@@ -13,17 +13,10 @@ from omegaconf import OmegaConf
 
 from nemo_neko.data.records import read_records, write_records
 from nemo_neko.testing.distributed import run_distributed
-from nemo_neko.testing.runs import write_micro_run
+from nemo_neko.testing.runs import train_run, write_micro_run
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _train(rank, world_size, config_path):
-    from nemo_neko.config import load_run_config
-    from nemo_neko.train.loop import train
-
-    train(load_run_config(config_path), Path(config_path).parent)
 
 
 def set_config(folder: Path, **dotted):
@@ -39,7 +32,7 @@ def trained(tmp_path_factory):
     """One micro run trained for 2 steps (4 held-out records to correct); copied per test."""
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     config = write_micro_run(run_dir, ["train.max_steps=2", "generate.max_records_per_dataset=2"])
-    run_distributed(_train, 1, str(config))
+    run_distributed(train_run, 1, str(config))
     return run_dir
 
 
@@ -83,7 +76,7 @@ def test_more_training_or_other_settings_start_new_predictions(run_dir):
     assert lines(predictions) == old
 
     set_config(run_dir, train__max_steps=4)  # train more, then correct again
-    run_distributed(_train, 1, str(run_dir / "config.yaml"))
+    run_distributed(train_run, 1, str(run_dir / "config.yaml"))
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_00000004"
     newer = correct(run_dir)
     assert newer.returncode == 0, newer.stderr[-3000:]

@@ -14,18 +14,11 @@ from pathlib import Path
 import pytest
 
 from nemo_neko.testing.distributed import run_distributed
-from nemo_neko.testing.runs import write_micro_run
+from nemo_neko.testing.runs import train_run, write_micro_run
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = 2  # chunks of 4 records: the 10 records make 3 chunks (4, 4, 2)
 pytestmark = pytest.mark.slow
-
-
-def _train(rank, world_size, config_path):
-    from nemo_neko.config import load_run_config
-    from nemo_neko.train.loop import train
-
-    train(load_run_config(config_path), Path(config_path).parent)
 
 
 def _correct(rank, world_size, run_dir, out, tensor, expert):
@@ -47,7 +40,7 @@ def trained(tmp_path_factory):
         run_dir,
         ["train.max_steps=3", "generate.max_records_per_dataset=5", "generate.max_new_tokens=12"],
     )
-    run_distributed(_train, 1, str(config))
+    run_distributed(train_run, 1, str(config))
     single = run_dir / "single.jsonl"
     run_distributed(_correct, 1, str(run_dir), str(single), None, None)
     return run_dir, single

@@ -23,7 +23,7 @@ from nemo_neko.data.tokenizer import TextTokenizer, train_bpe_tokenizer
 from nemo_neko.parallel import free_port
 from nemo_neko.paths import records_beside
 from nemo_neko.testing.distributed import run_distributed
-from nemo_neko.testing.runs import write_micro_run
+from nemo_neko.testing.runs import train_run, write_micro_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = ("fastapi", "uvicorn", "openai")
@@ -33,13 +33,6 @@ TEMPLATE = (  # SmolLM2-Instruct's template
     "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-
-
-def _train(rank, world_size, config_path):
-    from nemo_neko.config import load_run_config
-    from nemo_neko.train.loop import train
-
-    train(load_run_config(config_path), Path(config_path).parent)
 
 
 def python_m(*args, timeout=600) -> subprocess.CompletedProcess:
@@ -93,7 +86,7 @@ def run_dir(tmp_path_factory):
             "generate.max_records_per_dataset=2",
         ],
     )
-    run_distributed(_train, 1, str(config))
+    run_distributed(train_run, 1, str(config))
     local = correct(run_dir)
     assert local.returncode == 0, local.stderr[-3000:]
     return run_dir

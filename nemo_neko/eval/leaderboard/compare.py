@@ -67,32 +67,22 @@ def compare(scored: ScoreResult, first_model: str, corrected_model: str) -> dict
     }
 
 
-def _cells(comparison: dict) -> list[list[str]]:
-    rows = [
-        [
-            d["dataset"],
-            str(d["utterances"]),
-            fmt(d["first_pass_wer"]),
-            fmt(d["corrected_wer"]),
-            fmt(d["relative_change"]),
-            fmt(d["first_pass_rtfx"], 1),
-            fmt(d["corrected_rtfx"], 1),
-        ]
-        for d in comparison["datasets"]
+def _row(label: str, utterances: str, figures: dict) -> list[str]:
+    return [
+        label,
+        utterances,
+        fmt(figures["first_pass_wer"]),
+        fmt(figures["corrected_wer"]),
+        fmt(figures["relative_change"]),
+        fmt(figures["first_pass_rtfx"], 1),
+        fmt(figures["corrected_rtfx"], 1),
     ]
+
+
+def _cells(comparison: dict) -> list[list[str]]:
+    rows = [_row(d["dataset"], str(d["utterances"]), d) for d in comparison["datasets"]]
     c = comparison["composite"]
-    rows.append(
-        [
-            f"composite ({c['datasets']} sets)",
-            "",
-            fmt(c["first_pass_wer"]),
-            fmt(c["corrected_wer"]),
-            fmt(c["relative_change"]),
-            fmt(c["first_pass_rtfx"], 1),
-            fmt(c["corrected_rtfx"], 1),
-        ]
-    )
-    return rows
+    return rows + [_row(f"composite ({c['datasets']} sets)", "", c)]
 
 
 def heading(comparison: dict) -> str:

@@ -301,16 +301,14 @@ def correct_stage(job: LeaderboardJob, run, record_files: list[str], out: Path) 
     """NeKo's correction of the records: in this process, or with ``generate.nproc`` ranks
     (``generate.tensor_parallel`` x ``expert_parallel`` replicas) under torchrun on this node."""
     import subprocess
-    import sys
 
     from nemo_neko.inference.correct import correct_records
+    from nemo_neko.launch.local import correct_torchrun
 
     if run.generate.nproc <= 1:
         correct_records(job.run_dir, record_files, out, limit_per_dataset=0)
         return
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        "--nproc_per_node", str(run.generate.nproc),
+    command = correct_torchrun(run.generate.nproc) + [
         "-m", "nemo_neko.eval", "correct", "--run-dir", str(job.run_dir),
         "--records", *record_files, "--out", str(out), "--limit-per-dataset", "0",
     ]  # fmt: skip
