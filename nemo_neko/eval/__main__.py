@@ -15,6 +15,11 @@ Report what correction achieved on correction records (plus model predictions, J
         --json report.json --markdown report.md --png report.png
     python -m nemo_neko.eval report records.jsonl --predictions preds.jsonl --missing-as-empty
 
+How far a run's inference routing follows its training assignment (specialisation per MoE
+layer, zero-shot sets)::
+
+    python -m nemo_neko.eval routing runs/neko-tiny --json routing.json --markdown routing.md
+
 Correct records with a trained run (greedy decoding, KV cache; resumable)::
 
     python -m nemo_neko.eval correct --run-dir runs/neko-tiny
@@ -175,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     correct.set_defaults(run=run_correct)
 
+    routing = sub.add_parser(
+        "routing",
+        help="how far inference routing follows the training assignment (specialisation)",
+        description="Per MoE layer: the share of each held-out set's tokens on its training "
+        "expert (chance top_k / E), the normalised mutual information between set and expert, "
+        "and the experts zero-shot sets fall on.",
+    )
+    routing.add_argument("run_dir", metavar="RUN", help="the training run's directory")
+    routing.add_argument("--routing", metavar="FILE", help="default: RUN/predictions.routing.json")
+    routing.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    routing.add_argument("--markdown", metavar="FILE", help="also write markdown tables")
+    routing.set_defaults(run=run_routing)
+
     from nemo_neko.eval.leaderboard.cli import add_parser as add_leaderboard
 
     add_leaderboard(sub)
@@ -292,6 +310,18 @@ def run_report(args) -> None:
 
             png = Path(args.png)
             write_heatmap(routing, png.with_name(png.stem + ".routing.png"))
+
+
+def run_routing(args) -> None:
+    from nemo_neko.eval import render
+    from nemo_neko.eval.routing_analysis import analyse_run, analysis_markdown, analysis_text
+
+    analysis = analyse_run(args.run_dir, args.routing)
+    print(analysis_text(analysis))
+    if args.json:
+        render.write_json(args.json, analysis.to_dict())
+    if args.markdown:
+        render.write_text(args.markdown, analysis_markdown(analysis))
 
 
 def main(argv: list[str] | None = None) -> int:
