@@ -21,6 +21,7 @@ from typing import Any
 
 from nemo_neko.data.mixture import DatasetSpec
 from nemo_neko.data.samples import PromptFormat
+from nemo_neko.experiment.config import ExperimentConfig
 from nemo_neko.model.config import ModelConfig
 from nemo_neko.moe.config import TaskRoutingConfig
 
@@ -405,6 +406,9 @@ class RunConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     leaderboard: LeaderboardConfig = field(default_factory=LeaderboardConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    """Arms compared on this config's data, budget and seed (none: a single run;
+    :mod:`nemo_neko.experiment`)."""
 
     def active_stages(self) -> list[Stage]:
         """The stages that have work: ``prepare`` only with a ``base.source``, ``leaderboard``
@@ -548,7 +552,7 @@ def validate_run_config(run: RunConfig) -> None:
         _check_specs(run.data.train, "data.train")
     if run.data.test:
         _check_specs(run.data.test, "data.test")
-    if run.model.moe_router_topk > run.model.num_experts:
+    if run.model.num_experts and run.model.moe_router_topk > run.model.num_experts:
         raise ValueError(
             f"model.moe_router_topk={run.model.moe_router_topk} exceeds model.num_experts={run.model.num_experts}"
         )
@@ -558,6 +562,12 @@ def validate_run_config(run: RunConfig) -> None:
         )
     run.cluster.check()
     run.generate.check()
+    run.experiment.check(
+        [s.name for s in run.data.train],
+        [s.name for s in run.data.test],
+        run.train.max_steps,
+        run.model.num_experts,
+    )
     if run.train.global_batch_tokens < run.data.seq_length:
         raise ValueError(
             f"train.global_batch_tokens={run.train.global_batch_tokens} is less than one sequence "

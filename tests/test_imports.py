@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nemo_neko"
 FOUNDATIONS = ("model", "moe", "data", "tasks", "parallel", "layers", "compat", "utils")
-TOOLS = ("train", "inference", "convert", "eval", "launch")
+TOOLS = ("train", "inference", "convert", "eval", "launch", "experiment")
 SIBLINGS = ("train", "inference", "convert")
 
 

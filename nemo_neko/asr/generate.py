@@ -36,6 +36,7 @@ from nemo_neko.asr.cutio import attach_nbest, load_audio, nbest_of, read_cuts, s
 from nemo_neko.asr.nbest import finalize_nbest, known_policies
 from nemo_neko.asr.progress import Throughput
 from nemo_neko.asr.sharding import Shard, batch_seed, fingerprint, plan_batches
+from nemo_neko.utils.files import write_json_atomic
 from nemo_neko.utils.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -166,9 +167,7 @@ def _start_parts(parts_dir: Path, key: dict[str, Any]) -> None:
             )
         return
     parts_dir.mkdir(parents=True, exist_ok=True)
-    tmp = plan_file.with_name(f".tmp-{os.getpid()}-plan.json")
-    tmp.write_text(json.dumps(stamp, indent=1, sort_keys=True))
-    os.replace(tmp, plan_file)
+    write_json_atomic(plan_file, stamp, indent=1, sort_keys=True)
 
 
 def _part_path(parts_dir: Path, batch_index: int) -> Path:
@@ -268,9 +267,7 @@ def generate_nbest(config: GenerateConfig, backend: Backend | None = None) -> Ge
     write_cuts(cuts_path, (merged[cut_id] for cut_id in sorted(merged)))
     _write_records(cuts_path, records_path, config.dataset)
     stamp = {"fingerprint": fingerprint(key), "job": key, "utterances": len(my_ids)}
-    tmp = job_path.with_name(f".tmp-{os.getpid()}-{job_path.name}")
-    tmp.write_text(json.dumps(stamp, indent=1, sort_keys=True))
-    os.replace(tmp, job_path)  # written last: its presence means the outputs are complete
+    write_json_atomic(job_path, stamp, indent=1, sort_keys=True)  # last: the outputs are complete
     shutil.rmtree(parts_dir)
     return report
 

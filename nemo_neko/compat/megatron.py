@@ -733,6 +733,60 @@ def sharded_tensors_of(entry: Any) -> list:
     return []
 
 
+_STACKED_LAYERS = "decoder.layers."
+
+
+def _unstack_layer(tensor):
+    """A ``ShardedTensor`` of a stacked-layers key (``decoder.layers.<param>``, first prepended
+    axis = the global layer) as the same block under that layer's own key
+    (``decoder.layers.<layer>.<param>``), the layer axis dropped."""
+    key = tensor.key
+    at = key.find(_STACKED_LAYERS)
+    rest = key[at + len(_STACKED_LAYERS) :] if at >= 0 else ""
+    if not rest or rest[0].isdigit() or tensor.prepend_axis_num < 1:
+        return tensor  # not stacked (or already per layer)
+    fragments = tensor.axis_fragmentations
+    layer = tensor.global_offset[0]
+    return dataclasses.replace(
+        tensor,
+        key=f"{key[: at + len(_STACKED_LAYERS)]}{layer}.{rest}",
+        global_shape=tuple(tensor.global_shape[1:]),
+        global_offset=tuple(tensor.global_offset[1:]),
+        axis_fragmentations=None if fragments is None else tuple(fragments[1:]),
+        prepend_axis_num=tensor.prepend_axis_num - 1,
+    )
+
+
+def per_layer_keys(sharded: Any) -> Any:
+    """``sharded`` (a sharded state dict, e.g. the optimizer's) with every tensor of a stacked
+    layers key stored under its layer's own key instead.
+
+    Megatron stores a homogeneous block's layers stacked (``decoder.layers.<param>``,
+    ``[layers, ...]``) and its torch_dist strategy needs every key's shards to cover it. Frozen
+    layers have no optimizer state, so the optimizer's shards of such a key would cover the
+    trainable layers only: per layer, each stored key is whole. Factories (the gated
+    ``linear_fc1``'s halves) are rewritten as they build; loading reads the same keys back.
+    (Experts frozen within a trainable layer would leave the same gap along the expert axis:
+    not handled; freeze whole layers.)
+    """
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
+
+    if isinstance(sharded, dict):
+        return {k: per_layer_keys(v) for k, v in sharded.items()}
+    if isinstance(sharded, list):
+        return [per_layer_keys(v) for v in sharded]
+    if isinstance(sharded, ShardedTensor):
+        return _unstack_layer(sharded)
+    if isinstance(sharded, ShardedTensorFactory):
+        build = sharded.build_fn
+
+        def build_per_layer(*args, **kwargs):
+            return per_layer_keys(build(*args, **kwargs))
+
+        return dataclasses.replace(sharded, build_fn=build_per_layer)
+    return sharded
+
+
 def checkpoint_tensors(checkpoint_dir: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Global shape and dtype of every tensor in a distributed checkpoint (metadata only)."""
     metadata = dist_checkpointing.load_tensors_metadata(str(checkpoint_dir))

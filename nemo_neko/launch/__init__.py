@@ -129,6 +129,10 @@ def launch(cfg) -> int:
 
     run = to_run_config(cfg, source="the composed config")
     check(run)
+    if run.experiment.arms:  # several runs and their comparison: nemo_neko.experiment
+        from nemo_neko.experiment.runner import run_experiment
+
+        return run_experiment(cfg, run)
     runner = importlib.import_module(RUNNERS[run.cluster.kind])
     run_dir = Path(run.run_dir)
     if run.dry_run:

@@ -104,6 +104,23 @@ def check_only_extra_states_absent(path, keys) -> None:
         )
 
 
+def optimizer_sharded_state(optimizer, model_sharded: dict, chunks, **kwargs) -> dict:
+    """The optimizer's sharded state dict (collective); with frozen parameters on any rank,
+    stacked layer keys stored per layer (:func:`~nemo_neko.compat.megatron.per_layer_keys`: frozen layers have no optimizer
+    state, and a stacked key must be written whole)."""
+    from nemo_neko.compat.megatron import per_layer_keys
+
+    state = optimizer.sharded_state_dict(model_sharded, **kwargs)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # NCCL reduces GPU tensors only
+    frozen = torch.tensor(
+        [float(any(not p.requires_grad for chunk in chunks for p in unwrap(chunk).parameters()))],
+        device=device,
+    )
+    if dist.is_initialized() and dist.get_world_size() > 1:  # one decision for every rank (PP)
+        dist.all_reduce(frozen, op=dist.ReduceOp.MAX)
+    return per_layer_keys(state) if frozen.item() else state
+
+
 class Checkpointer:
     """Save and find complete checkpoints under ``root``."""
 
@@ -147,7 +164,9 @@ class Checkpointer:
             tmp.mkdir(parents=True)
         _barrier()
         sharded = model_sharded_state_dict(chunks)
-        sharded["optimizer"] = optimizer.sharded_state_dict(sharded, metadata=SHARDED_METADATA)
+        sharded["optimizer"] = optimizer_sharded_state(
+            optimizer, sharded, chunks, metadata=SHARDED_METADATA
+        )
         dist_checkpointing.save(sharded, str(tmp))  # into an empty folder
         (tmp / "rng").mkdir(exist_ok=True)
         torch.save(rng_state(), tmp / "rng" / f"rank_{_rank():05d}.pt")
@@ -193,8 +212,8 @@ class Checkpointer:
         sharded = model_sharded_state_dict(chunks)
         if optimizer is not None:
             with optimizer_loading_template(optimizer):
-                sharded["optimizer"] = optimizer.sharded_state_dict(
-                    sharded, is_loading=True, metadata=SHARDED_METADATA
+                sharded["optimizer"] = optimizer_sharded_state(
+                    optimizer, sharded, chunks, is_loading=True, metadata=SHARDED_METADATA
                 )
         absent: set[str] = set()
         if optimizer is None:  # model weights only: tolerate absent _extra_state objects

@@ -104,3 +104,20 @@ def causal_mask(seq_len: int) -> torch.Tensor:
     return torch.triu(torch.ones(seq_len, seq_len, dtype=torch.bool), diagonal=1).view(
         1, 1, seq_len, seq_len
     )
+
+
+def tiny_decoding_gpt(seed: int = 0, vocab_size: int = 64):
+    """A tiny 8-expert NeKo ``GPTModel`` in eval mode, in this process's one-rank parallel state
+    (set up here): what the decoding tests generate with (vocabulary ``vocab_size``, 64
+    positions)."""
+    from nemo_neko.parallel import ParallelLayout, initialize_parallel
+
+    initialize_parallel(ParallelLayout(), num_experts=8)
+    torch.manual_seed(seed)
+    model = build_tiny_gpt(
+        tiny_moe_config(hidden_size=64, ffn_hidden_size=128, moe_ffn_hidden_size=64),
+        TaskRoutingConfig(task_to_expert=[0]),
+        vocab_size=vocab_size,
+        max_sequence_length=64,
+    )
+    return model.eval()

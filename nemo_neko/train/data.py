@@ -32,23 +32,29 @@ def prepare_tokenizer(run, run_dir: str | Path) -> TextTokenizer:
         if source:
             TextTokenizer.from_dir(source).save(target)
         else:
-            report = ReadReport()
-            records = read_records(
-                [p for spec in run.data.train for p in spec.paths],
-                skip_invalid=run.data.skip_invalid,
-                report=report,
-            )
-            texts = [
-                get_task(r.task).prompt(r) + "\n" + get_task(r.task).target(r) for r in records
-            ]
-            train_bpe_tokenizer(texts, vocab_size=run.data.tokenizer.train_vocab_size).save(target)
-            log.info(
-                "trained a %d-token BPE tokenizer on %d records",
-                run.data.tokenizer.train_vocab_size,
-                len(records),
-            )
+            train_run_tokenizer(run, target)
     _barrier()
     return TextTokenizer.from_dir(target)
+
+
+def train_run_tokenizer(run, target: str | Path) -> TextTokenizer:
+    """A byte-level BPE of ``data.tokenizer.train_vocab_size`` trained on ``run``'s training
+    records (prompt and target of each), saved in ``target``."""
+    report = ReadReport()
+    records = read_records(
+        [p for spec in run.data.train for p in spec.paths],
+        skip_invalid=run.data.skip_invalid,
+        report=report,
+    )
+    texts = [get_task(r.task).prompt(r) + "\n" + get_task(r.task).target(r) for r in records]
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=run.data.tokenizer.train_vocab_size)
+    tokenizer.save(target)
+    log.info(
+        "trained a %d-token BPE tokenizer on %d records",
+        run.data.tokenizer.train_vocab_size,
+        len(records),
+    )
+    return tokenizer
 
 
 def mixture_config(run, specs, epochs: int) -> MixtureConfig:

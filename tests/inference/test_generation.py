@@ -17,19 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _cached_equals_recomputed(rank, world_size):
     from nemo_neko.inference.generate import KVCacheDecoder, RecomputeDecoder
-    from nemo_neko.moe.config import TaskRoutingConfig
-    from nemo_neko.parallel import ParallelLayout, initialize_parallel
-    from nemo_neko.testing.models import build_tiny_gpt, tiny_moe_config
+    from nemo_neko.testing.models import tiny_decoding_gpt
 
-    initialize_parallel(ParallelLayout(), num_experts=8)
-    torch.manual_seed(0)
-    model = build_tiny_gpt(
-        tiny_moe_config(hidden_size=64, ffn_hidden_size=128, moe_ffn_hidden_size=64),
-        TaskRoutingConfig(task_to_expert=[0]),
-        vocab_size=64,
-        max_sequence_length=64,
-    )
-    model.eval()
+    model = tiny_decoding_gpt()
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(3, 64, (n,), generator=gen).tolist() for n in (5, 9, 12, 12, 20, 3)]
     limits = [10, 4, 12, 0, 8, 16]

@@ -6,6 +6,7 @@ expert in the MoE layer, and a freeze pattern that matches nothing is refused.""
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from nemo_neko.testing.distributed import run_distributed
@@ -85,3 +86,32 @@ def test_a_freeze_pattern_that_matches_nothing_is_refused(tmp_path):
     )
     assert done.returncode != 0
     assert "['decoder.layer.0'] freeze no parameter" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [
+        ["model.num_experts=0"],  # dense
+        ["model.num_experts=0", "train.use_distributed_optimizer=true"],
+        [],  # every layer an MoE: experts stacked per layer too
+    ],
+    ids=["dense", "dense-distributed-optimizer", "all-moe"],
+)
+def test_a_homogeneous_stack_with_frozen_layers_saves_and_resumes(tmp_path, stack):
+    """Homogeneous layers are stored stacked (one key, ``[layers, ...]``): the optimizer's state
+    of the trainable layers alone covers part of it, and still saves and loads (resumes)."""
+    from nemo_neko.testing.runs import train_run
+
+    run_dir = tmp_path / "run"
+    frozen = [*stack, "train.freeze_layers_below=1", "train.max_steps=4", "train.save_interval=2"]
+    config = write_micro_run(run_dir, frozen)
+    run_distributed(train_run, 1, str(config))
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step_*")) == ["step_00000002", "step_00000004"]
+    (checkpoints / "latest").write_text("step_00000002\n")  # resume from the middle
+    first = metrics(run_dir)
+    run_distributed(train_run, 1, str(config))
+    again = metrics(run_dir)
+    assert [m["step"] for m in again] == [1, 2, 3, 4]
+    for a, b in zip(first[2:], again[2:]):  # the same steps again, from the loaded state
+        assert abs(a["loss"] - b["loss"]) < 1e-5

@@ -29,14 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from nemo_neko.eval.leaderboard.sets import TestSet, chunk_fields
+from nemo_neko.utils.files import write_json_atomic
 
 ROW_KEYS = ("id", "text", "hypotheses", "duration", "time")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False))
-    os.replace(tmp, path)
 
 
 def file_identity(path: str) -> dict[str, Any]:
@@ -81,7 +76,7 @@ def _start(rows_path: Path, key: dict[str, Any]) -> str:
     if rows_path.exists():  # rows without their job file: of unknown origin, never resumed
         rows_path.unlink()
     rows_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(job, stamp)
+    write_json_atomic(job, stamp, indent=1, sort_keys=True, ensure_ascii=False)
     return stamp["fingerprint"]
 
 
@@ -89,7 +84,7 @@ def _finish(rows_path: Path, key: dict[str, Any], count: int) -> None:
     from nemo_neko.asr.sharding import fingerprint
 
     stamp = {"fingerprint": fingerprint(key), "job": key, "complete": True, "utterances": count}
-    _write_json(job_path(rows_path), stamp)
+    write_json_atomic(job_path(rows_path), stamp, indent=1, sort_keys=True, ensure_ascii=False)
 
 
 def recognize_set(
