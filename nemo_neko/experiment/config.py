@@ -53,6 +53,7 @@ class ArmConfig:
     name: str = ""
     """The arm's run directory under the experiment's (``<experiment.dir>/<name>``)."""
     kind: ArmKind = ArmKind.neko
+    """What the arm trains (:class:`ArmKind`)."""
     overrides: list[str] = field(default_factory=list)
     """Dotted ``key=value`` overrides of the arm's run config (``train.lr=3e-4``), applied before
     the kind's own settings; a key the kind sets (:data:`nemo_neko.experiment.arms.KIND_KEYS`)
@@ -68,6 +69,7 @@ class ExperimentConfig:
     dir: str = "runs/experiments/${experiment.name}"
     """The experiment's folder: one ordinary run directory per arm, ``comparison.{json,md,png}``."""
     arms: list[ArmConfig] = field(default_factory=list)
+    """The arms, run in this order; the comparison lists them in it too."""
     held_out: list[str] = field(default_factory=list)
     """Training datasets no arm trains on: their held-out sets are scored zero-shot (the paper's
     Table 1 zero-shot columns); they must name datasets of ``data.train`` and of ``data.test``."""
