@@ -43,20 +43,11 @@ def _seconds(subs: list[SubRun]) -> float | None:
 def training_shares(run_dir: Path) -> dict | None:
     """``{datasets, shares [D][E]}``: each training dataset's routed pairs per expert over the
     run's logged steps (``routing/<dataset>/expert<e>`` of ``metrics.jsonl``), None without."""
-    from nemo_neko.config import load_run_config
-    from nemo_neko.utils.jsonl import iter_json_lines
+    from nemo_neko.experiment.steps import training_routing_counts
 
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.exists():
+    if not (run_dir / "metrics.jsonl").exists():
         return None
-    run = load_run_config(run_dir / "config.yaml")
-    names, experts = [s.name for s in run.data.train], run.model.num_experts
-    counts = [[0.0] * experts for _ in names]
-    for line in iter_json_lines(metrics):
-        entry = line.value or {}
-        for d, name in enumerate(names):
-            for e in range(experts):
-                counts[d][e] += entry.get(f"routing/{name}/expert{e}") or 0.0
+    names, counts, _ = training_routing_counts(run_dir)
     return {"datasets": names, "shares": [_normalised(row) for row in counts]}
 
 

@@ -57,18 +57,16 @@ def stale_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.stale-{n}")
 
 
-def measure_affinity(warmup_dir: Path, log=print) -> Path:
-    """``<warmup_dir>/affinity.json`` from the warm-up's training routing statistics: each
-    dataset's gate choices per expert (``routing/<dataset>/expert<e>`` of ``metrics.jsonl``,
-    all MoE layers, summed over the logged steps; each log counts the steps since the one
-    before, so a warm-up run in one go counts every step). The warm-up routes with plain top-k
-    (no forcing): every choice is the gate's."""
+def training_routing_counts(run_dir: Path) -> tuple[list[str], list[list[float]], int]:
+    """``(datasets, counts [D][E], steps logged)``: each training dataset's routed (token,
+    expert) pairs over the run's logged training steps (``routing/<dataset>/expert<e>`` of
+    ``metrics.jsonl``, all MoE layers, forced and gate choices; each log counts the steps since
+    the one before)."""
     from nemo_neko.config import load_run_config
-    from nemo_neko.moe.assignment_solver import affinity_document, affinity_from_counts
     from nemo_neko.paths import RunPaths
     from nemo_neko.utils.jsonl import iter_json_lines
 
-    paths = RunPaths(warmup_dir)
+    paths = RunPaths(run_dir)
     run = load_run_config(paths.config)
     names = [spec.name for spec in run.data.train]
     experts = run.model.num_experts
@@ -82,6 +80,20 @@ def measure_affinity(warmup_dir: Path, log=print) -> Path:
         for d, name in enumerate(names):
             for e in range(experts):
                 counts[d][e] += entry[f"routing/{name}/expert{e}"]
+    return names, counts, steps
+
+
+def measure_affinity(warmup_dir: Path, log=print) -> Path:
+    """``<warmup_dir>/affinity.json`` from the warm-up's training routing statistics: each
+    dataset's gate choices per expert (``routing/<dataset>/expert<e>`` of ``metrics.jsonl``,
+    all MoE layers, summed over the logged steps; each log counts the steps since the one
+    before, so a warm-up run in one go counts every step). The warm-up routes with plain top-k
+    (no forcing): every choice is the gate's."""
+    from nemo_neko.moe.assignment_solver import affinity_document, affinity_from_counts
+    from nemo_neko.paths import RunPaths
+
+    paths = RunPaths(warmup_dir)
+    names, counts, steps = training_routing_counts(warmup_dir)
     if not steps:
         raise ValueError(f"{paths.metrics}: no routing statistics logged in the warm-up")
     unseen = [name for name, row in zip(names, counts) if not sum(row)]
